@@ -1,0 +1,110 @@
+"""aperion_event_bus: publish/subscribe for Python services.
+
+Sync and async handlers, wildcard patterns, priorities, awaitable results,
+correlation ids and causation on every event, exact backpressure, timeouts,
+retries, and the 1.x API. Public names only; see the README for a tour.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+from typing import Any
+
+from ._frozen import FrozenDict, FrozenList
+from .bus import HANDLER_ERROR_EVENT, EventBus
+from .context import (
+    CORRELATION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    CorrelationContext,
+    add_correlation_to_log_extra,
+    clear_correlation_id,
+    current_event,
+    extract_correlation_id_from_headers,
+    generate_correlation_id,
+    get_causation_id,
+    get_correlation_id,
+    get_headers_with_correlation,
+    set_correlation_id,
+)
+from .dispatch import OverflowPolicy
+from .errors import (
+    BackpressureError,
+    BusClosedError,
+    ConfigurationError,
+    EventBusError,
+    HandlerError,
+    HandlerTimeoutError,
+    MissingExtraError,
+    PublishFailedError,
+    SerializationError,
+    ValidationError,
+)
+from .events import Event
+from .results import HandlerResult, PublishResult
+from .subscriptions import Subscription
+from .typed import event_type
+from .validation import (
+    EVENT_TYPE_PATTERN,
+    EventValidator,
+    ValidationResult,
+    extract_action,
+    extract_domain,
+    is_valid_event_type,
+)
+
+try:
+    __version__ = _metadata.version("aperion-event-bus")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "CORRELATION_ID_HEADER",
+    "EVENT_TYPE_PATTERN",
+    "HANDLER_ERROR_EVENT",
+    "REQUEST_ID_HEADER",
+    "BackpressureError",
+    "BusClosedError",
+    "ConfigurationError",
+    "CorrelationContext",
+    "Event",
+    "EventBus",
+    "EventBusError",
+    "EventValidator",
+    "FrozenDict",
+    "FrozenList",
+    "HandlerError",
+    "HandlerResult",
+    "HandlerTimeoutError",
+    "MissingExtraError",
+    "OverflowPolicy",
+    "PublishFailedError",
+    "PublishResult",
+    "SerializationError",
+    "Subscription",
+    "TypedEvent",
+    "ValidationError",
+    "ValidationResult",
+    "__version__",
+    "add_correlation_to_log_extra",
+    "clear_correlation_id",
+    "current_event",
+    "event_type",
+    "extract_action",
+    "extract_correlation_id_from_headers",
+    "extract_domain",
+    "generate_correlation_id",
+    "get_causation_id",
+    "get_correlation_id",
+    "get_headers_with_correlation",
+    "is_valid_event_type",
+    "set_correlation_id",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy names whose import pulls an optional dependency (pydantic for TypedEvent)."""
+    if name == "TypedEvent":
+        from .typed import _typed_event_base
+
+        return _typed_event_base()
+    raise AttributeError(f"module 'aperion_event_bus' has no attribute {name!r}")

@@ -1,0 +1,151 @@
+"""Read-only payload containers: handlers cannot change what others see.
+
+``FrozenDict`` and ``FrozenList`` subclass ``dict``/``list`` so ``isinstance``
+checks and JSON encoders keep working, but every mutating method raises
+``TypeError``. ``freeze`` copies a payload into these containers once, at publish,
+and checks that every value can be serialised (see ``_json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import uuid
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from .errors import SerializationError
+
+__all__ = ["FrozenDict", "FrozenList", "freeze", "freeze_payload", "thaw"]
+
+
+def _readonly(self: object, *args: Any, **kwargs: Any) -> NoReturn:
+    raise TypeError(
+        f"{type(self).__name__} is read-only: event payloads are shared with other handlers. "
+        "Copy it first, e.g. dict(event.payload) or copy.deepcopy(event.payload)."
+    )
+
+
+class FrozenDict(dict[str, Any]):
+    """A ``dict`` that refuses mutation (payloads and nested mappings)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = _readonly
+    clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return thaw(self)  # type: ignore[no-any-return]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
+class FrozenList(list[Any]):
+    """A ``list`` that refuses mutation (nested sequences in payloads)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _readonly
+    append = extend = insert = pop = remove = clear = sort = reverse = _readonly
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenList, (list(self),))
+
+    def __copy__(self) -> FrozenList:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return thaw(self)  # type: ignore[no-any-return]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return list.__repr__(self)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# Immutable values that the JSON encoder knows how to write (see _json.default).
+_KEPT = (_dt.datetime, _dt.date, _dt.time, _dt.timedelta, uuid.UUID, decimal.Decimal, bytes, enum.Enum)
+
+
+def freeze(value: Any, path: str = "payload") -> Any:
+    """Return a deep read-only copy of ``value``; raise SerializationError for unknown types."""
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if isinstance(value, Mapping):
+        return FrozenDict({_key(k, path): freeze(v, f"{path}[{k!r}]") for k, v in value.items()})
+    if cls is list or cls is FrozenList or cls is tuple or isinstance(value, (list, tuple)):
+        items = [freeze(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else FrozenList(items)
+    if isinstance(value, (set, frozenset)):
+        return frozenset(freeze(v, f"{path}{{...}}") for v in value)
+    if isinstance(value, (str, int, float)) and not isinstance(value, enum.Enum):
+        return value
+    if isinstance(value, _KEPT):
+        return value
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return freeze({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, path)
+    dump = getattr(value, "model_dump", None)  # pydantic v2 models
+    if callable(dump):
+        return freeze(dump(mode="python"), path)
+    raise SerializationError(
+        f"{path} holds a {cls.__module__}.{cls.__qualname__}, which cannot be serialised to JSON. "
+        "Use JSON types, datetime/date/time, UUID, Decimal, Enum, bytes, set, a dataclass or a "
+        "pydantic model, or convert the value before publishing.",
+        path,
+    )
+
+
+def _key(key: Any, path: str) -> Any:
+    if type(key) is str:
+        return key
+    if isinstance(key, (str, int, float, bool)) or key is None:
+        return key
+    if isinstance(key, (enum.Enum, uuid.UUID)):
+        return key
+    raise SerializationError(
+        f"{path} has a key of type {type(key).__qualname__}; JSON object keys must be "
+        "str, int, float, bool or None.",
+        path,
+    )
+
+
+def freeze_payload(payload: Mapping[str, Any]) -> FrozenDict:
+    """Freeze a publish payload; the common flat-scalar case costs one dict copy."""
+    if type(payload) is FrozenDict:
+        return payload
+    scalars = _SCALARS
+    for key, value in payload.items():
+        if type(value) not in scalars or type(key) is not str:
+            result = freeze(payload)
+            assert isinstance(result, FrozenDict)
+            return result
+    return FrozenDict(payload)
+
+
+def thaw(value: Any) -> Any:
+    """Return an ordinary mutable deep copy of a frozen value."""
+    if isinstance(value, dict):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thaw(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(thaw(v) for v in value)
+    if isinstance(value, frozenset):
+        return {thaw(v) for v in value}
+    return value

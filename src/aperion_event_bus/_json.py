@@ -1,0 +1,87 @@
+"""JSON encoding of envelopes and payloads, with orjson when installed.
+
+Non-JSON payload values are written in a documented form so nothing is ever
+silently dropped: datetime/date/time -> ISO 8601 string, timedelta -> seconds
+(float), UUID -> canonical string, Decimal -> string, Enum -> its value,
+bytes -> base64 string, set/frozenset -> list (sorted when sortable), dataclass
+and pydantic model -> object of their fields. Anything else raises
+SerializationError naming the type.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import json
+import uuid
+from typing import Any
+
+from .errors import SerializationError
+
+__all__ = ["dumps", "json_default", "loads"]
+
+
+def json_default(value: Any) -> Any:
+    """``default=`` hook for json.dumps: the documented fallback forms."""
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (set, frozenset)):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:
+            pass
+        return items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise SerializationError(
+        f"cannot serialise a {type(value).__module__}.{type(value).__qualname__} to JSON; "
+        "convert it to a JSON type before publishing",
+    )
+
+
+try:  # pragma: no cover - exercised when the orjson extra is installed
+    import orjson as _orjson
+
+    _OPTS = _orjson.OPT_NON_STR_KEYS
+
+    def dumps(obj: Any) -> str:
+        """Compact JSON text for ``obj`` (documented fallbacks for non-JSON values)."""
+        try:
+            return _orjson.dumps(obj, default=json_default, option=_OPTS).decode("utf-8")
+        except _orjson.JSONEncodeError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, SerializationError):
+                raise cause from None
+            # orjson is stricter than json (e.g. ints beyond 64 bits): fall back.
+            return json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
+
+    def loads(text: str | bytes) -> Any:
+        """Parse JSON text."""
+        return _orjson.loads(text)
+
+except ImportError:
+
+    def dumps(obj: Any) -> str:
+        """Compact JSON text for ``obj`` (documented fallbacks for non-JSON values)."""
+        return json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
+
+    def loads(text: str | bytes) -> Any:
+        """Parse JSON text."""
+        return json.loads(text)

@@ -1,0 +1,866 @@
+"""EventBus: the public facade (async API, sync API and the 1.x surface) over the engine.
+
+Lifecycle: the bus binds to an event loop the first time it needs one. Inside
+async code (``async with EventBus() as bus`` or a first ``await bus.publish``)
+that is the application's running loop; from plain sync code the bus starts its
+own daemon loop thread. ``close``/``shutdown`` drain what is pending (up to a
+timeout), cancel async handlers still running and stop the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._frozen import freeze_payload
+from ._ids import new_event_id
+from ._runtime import LoopThread, running_loop
+from .context import _correlation_id, _current_event
+from .dispatch import Dispatcher, OverflowPolicy, _Chain, _resolve
+from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
+from .events import Event, _make_event
+from .results import HandlerResult, PublishResult
+from .subscriptions import Subscription, SubscriptionRegistry
+from .typed import EventSchema, event_type_of
+from .validation import EventValidator
+
+__all__ = ["HANDLER_ERROR_EVENT", "EventBus"]
+
+logger = logging.getLogger("aperion_event_bus.bus")
+HANDLER_ERROR_EVENT = "system.handler_error"
+F = TypeVar("F", bound=Callable[..., Any])
+_time = time.time
+_DROPPED_ID = ""
+
+
+class EventBus:
+    """Publish/subscribe event bus for sync and async Python.
+
+    The positional parameters are those of 1.x. New, keyword-only options:
+    ``parallel_handlers`` (run an event's handlers concurrently instead of in
+    priority order) and ``name`` (used for thread and logger names).
+    ``event_log_path``/``enable_audit``, ``metrics`` and ``dead_letter_queue`` are
+    accepted for 1.x compatibility; see the README for what each one does today.
+    """
+
+    def __init__(
+        self,
+        event_log_path: str | None = None,
+        max_concurrent_handlers: int = 10,
+        max_workers: int | None = None,
+        enable_audit: bool = True,
+        redactor: Any = None,
+        handler_timeout: float | None = 30.0,
+        max_pending_events: int | None = None,
+        overflow_policy: OverflowPolicy | str = OverflowPolicy.DROP,
+        max_log_size_bytes: int | None = None,
+        max_log_files: int = 5,
+        metrics: Any = None,
+        validate_events: bool = False,
+        validator: EventValidator | None = None,
+        dead_letter_queue: Any = None,
+        *,
+        parallel_handlers: bool = False,
+        name: str = "event-bus",
+    ) -> None:
+        if handler_timeout is not None and handler_timeout <= 0:
+            raise ConfigurationError("handler_timeout must be a positive number of seconds or None")
+        workers = max_workers if max_workers is not None else max_concurrent_handlers
+        if workers < 1:
+            raise ConfigurationError("max_workers / max_concurrent_handlers must be >= 1")
+        self.name = name
+        self.max_concurrent_handlers = workers
+        self.handler_timeout = handler_timeout
+        self.max_pending_events = max_pending_events
+        self.overflow_policy = OverflowPolicy.parse(overflow_policy)
+        self.event_log_path = event_log_path
+        self.enable_audit = enable_audit
+        self.max_log_size_bytes = max_log_size_bytes
+        self.max_log_files = max_log_files
+        self.redactor = redactor
+        if validate_events and validator is None:
+            validator = EventValidator(strict=True)
+        self.validator = validator
+        self.validate_events = validator is not None
+        self.metrics = metrics
+        self.dead_letter_queue = dead_letter_queue
+        if metrics is not None:
+            raise NotImplementedError(
+                "metrics= is wired in a later release of this 2.0 pre-release; "
+                "leave it None for now (see README, 'Status')"
+            )
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-handler")
+        self._registry = SubscriptionRegistry()
+        self._schemas: dict[str, EventSchema] = {}
+        self._dispatcher = Dispatcher(
+            executor=self.executor,
+            max_pending=max_pending_events,
+            policy=self.overflow_policy,
+            default_timeout=handler_timeout,
+            parallel=parallel_handlers,
+            on_failure=self._on_handler_failure,
+            on_drop=self._on_drop,
+        )
+        self.parallel_handlers = parallel_handlers
+        self._runtime: LoopThread | None = None
+        self._bind_lock = threading.Lock()
+        self._closing = False
+        self._closed = False
+        self._stats_lock = threading.Lock()
+        self._published = 0
+        self._failures = 0
+        self._timeouts = 0
+        self._dropped = 0
+
+    # ================================================================ binding
+    def _ensure_loop(self) -> Dispatcher:
+        """Bind to the caller's running loop, or start the bus's own loop thread."""
+        d = self._dispatcher
+        loop = d.loop
+        if loop is not None and not loop.is_closed():
+            return d
+        if self._closed:
+            raise BusClosedError(f"bus {self.name!r} is closed; create a new EventBus")
+        with self._bind_lock:
+            loop = d.loop
+            if loop is not None and not loop.is_closed():
+                return d
+            if loop is not None:
+                self._forget_closed_loop()
+            running = running_loop()
+            if running is not None:
+                d.bind(running, threading.get_ident())
+            else:
+                self._runtime = LoopThread(f"{self.name}-loop")
+                d.bind(self._runtime.loop, self._runtime.ident)
+        return d
+
+    def _forget_closed_loop(self) -> None:
+        """The loop we were bound to was closed under us: reset lane state."""
+        d = self._dispatcher
+        for sub in self._registry.all():
+            sub._lane = None
+        lost = d.pending
+        if lost:
+            logger.warning(
+                "bus %s: the event loop it ran on was closed with %d event(s) unfinished; "
+                "they are lost. Close the bus (await bus.close()) before its loop ends.",
+                self.name,
+                lost,
+            )
+            with d._lock:
+                d.pending = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop handlers run on (None until the bus first needs one)."""
+        return self._dispatcher.loop
+
+    # ========================================================== subscriptions
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """Live subscriptions, highest priority first (1.x attribute)."""
+        return list(self._registry.all())
+
+    def get_subscriptions(self) -> list[Subscription]:
+        """A copy of the subscription list (1.x)."""
+        return list(self._registry.all())
+
+    def subscribe(
+        self,
+        handler: Callable[..., Any],
+        event_types: str | list[str] | type,
+        priority: int = 100,
+        metadata: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> str:
+        """Subscribe ``handler`` (1.x); returns the ``sub_...`` id. See ``on`` for options."""
+        return self._add(handler, event_types, priority, metadata, **options).subscription_id
+
+    def on(
+        self,
+        target: str | list[str] | type,
+        handler: Callable[..., Any] | None = None,
+        *,
+        priority: int = 100,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_backoff: float = 0.1,
+        concurrency: int = 1,
+        name: str | None = None,
+        weak: bool = True,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Subscribe to an event type, a pattern (``user.*``, ``*.created``, ``*``), a
+        list of them, or a typed-event class (handlers then get validated instances).
+
+        As a decorator it returns the function unchanged; called with a handler it
+        returns the Subscription. ``timeout`` (seconds, default: the bus's
+        handler_timeout), ``retries`` with exponential ``retry_backoff``,
+        ``concurrency`` (> 1: deliveries may overlap and lose their ordering),
+        ``name`` (stable name; used for logs, metrics and durable delivery),
+        ``weak`` (bound methods are held weakly unless False).
+        """
+        options = dict(
+            timeout=timeout,
+            retries=retries,
+            retry_backoff=retry_backoff,
+            concurrency=concurrency,
+            name=name,
+            weak=weak,
+        )
+        if handler is not None:
+            return self._add(handler, target, priority, metadata, **options)
+
+        def decorate(func: F) -> F:
+            self._add(func, target, priority, metadata, **options)
+            return func
+
+        return decorate
+
+    def _add(
+        self,
+        handler: Callable[..., Any],
+        target: str | list[str] | type,
+        priority: int,
+        metadata: Mapping[str, Any] | None,
+        **options: Any,
+    ) -> Subscription:
+        if self._closed:
+            raise BusClosedError(f"bus {self.name!r} is closed; create a new EventBus")
+        schema: EventSchema | None = None
+        patterns: Iterable[str]
+        if isinstance(target, type):
+            schema = self._schema(target)
+            patterns = [schema.event_type]
+        elif isinstance(target, str):
+            patterns = [target]
+        else:
+            patterns = list(target)
+        try:
+            sub = Subscription(
+                handler,
+                patterns,
+                priority,
+                metadata=metadata,
+                schema=schema,
+                on_dead=self._on_subscriber_gone,
+                **options,
+            )
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        self._registry.add(sub)
+        return sub
+
+    def _schema(self, cls: type) -> EventSchema:
+        name = event_type_of(cls)
+        schema = self._schemas.get(name) if name else None
+        if schema is None or schema.cls is not cls:
+            schema = EventSchema(cls)
+            self._schemas[schema.event_type] = schema
+        return schema
+
+    def _on_subscriber_gone(self, sub: Subscription) -> None:
+        self._registry.remove(sub.subscription_id)
+        self._dispatcher.close_lane(sub)
+
+    def unsubscribe(self, subscription_id: str) -> bool:
+        """Remove a subscription by id (1.x); True if it existed."""
+        sub = self._registry.remove(subscription_id)
+        if sub is None:
+            return False
+        self._dispatcher.close_lane(sub)
+        return True
+
+    def off(self, target: str | Subscription | Callable[..., Any]) -> int:
+        """Remove subscriptions by id, Subscription object or handler; returns how many."""
+        if isinstance(target, Subscription):
+            return int(self.unsubscribe(target.subscription_id))
+        if isinstance(target, str):
+            return int(self.unsubscribe(target))
+        gone = self._registry.remove_where(lambda s: s.handler == target)
+        for sub in gone:
+            self._dispatcher.close_lane(sub)
+        return len(gone)
+
+    # =============================================================== envelope
+    def _prepare(
+        self,
+        event_or_type: Any,
+        payload: Any,
+        source: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> tuple[Event, tuple[Subscription, ...]]:
+        """Validate and build the envelope; return it with the matching subscriptions."""
+        if self._closing:
+            raise BusClosedError(
+                f"bus {self.name!r} is closing or closed; publish before close() or create a new bus"
+            )
+        if type(event_or_type) is str:
+            event_type = event_or_type
+            if payload is None:
+                payload = {}
+            elif not isinstance(payload, Mapping):
+                raise ValidationError("payload must be a dict", event_type)
+            schema = self._schemas.get(event_type)
+            if schema is not None:
+                schema.validate(payload)
+        elif isinstance(event_or_type, Event):
+            return self._adopt(event_or_type, source, correlation_id, causation_id)
+        elif event_type_of(type(event_or_type)) is not None:
+            schema = self._schema(type(event_or_type))
+            event_type = schema.event_type
+            payload = schema.to_payload(event_or_type)
+        else:
+            raise ValidationError(
+                "event_type must be a non-empty string"
+                if not event_or_type or isinstance(event_or_type, str)
+                else f"cannot publish a {type(event_or_type).__qualname__}: pass an event type "
+                "string with a payload dict, an Event, or a typed-event instance"
+            )
+        if not event_type:
+            raise ValidationError("event_type must be a non-empty string")
+        if self.validator is not None:
+            self._validate_type(event_type)
+        parent = _current_event.get()
+        if causation_id is None and parent is not None:
+            causation_id = parent.event_id
+        if correlation_id is None:
+            correlation_id = _correlation_id.get()
+            if correlation_id is None and parent is not None:
+                correlation_id = parent.correlation_id
+        event_id = new_event_id()
+        event = _make_event(
+            event_type,
+            freeze_payload(payload),
+            _time(),
+            event_id,
+            source,
+            correlation_id if correlation_id is not None else event_id,
+            causation_id,
+        )
+        return event, self._registry.match(event_type)
+
+    def _adopt(
+        self,
+        event: Event,
+        source: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> tuple[Event, tuple[Subscription, ...]]:
+        """Publish a ready-made Event, filling context fields it lacks."""
+        if self.validator is not None:
+            self._validate_type(event.event_type)
+        schema = self._schemas.get(event.event_type)
+        if schema is not None:
+            schema.validate(event.payload)
+        changes: dict[str, Any] = {}
+        parent = _current_event.get()
+        if source is not None:
+            changes["source"] = source
+        if correlation_id is not None:
+            changes["correlation_id"] = correlation_id
+        elif event.correlation_id is None:
+            changes["correlation_id"] = (
+                _correlation_id.get() or (parent.correlation_id if parent else None) or event.event_id
+            )
+        if causation_id is not None:
+            changes["causation_id"] = causation_id
+        elif event.causation_id is None and parent is not None:
+            changes["causation_id"] = parent.event_id
+        if changes:
+            event = event.replace(**changes)
+        return event, self._registry.match(event.event_type)
+
+    def _validate_type(self, event_type: str) -> None:
+        assert self.validator is not None
+        result = self.validator.validate_event_type(event_type)  # strict validators raise
+        if not result.valid:
+            raise ValidationError("; ".join(result.errors), event_type)
+        if result.warnings and logger.isEnabledFor(logging.WARNING):
+            logger.warning("event type %s: %s", event_type, "; ".join(result.warnings))
+
+    # ============================================================ async API
+    async def publish(
+        self,
+        event: Any,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        wait: bool = True,
+    ) -> PublishResult:
+        """Publish and (by default) wait until every matching handler has finished.
+
+        ``event`` is an event type string (with ``payload``), an ``Event`` or a
+        typed-event instance. With ``wait=False`` it returns once the event is
+        accepted (awaiting a slot under the BLOCK policy); ``handler_results`` is
+        then empty. A dropped event gives ``accepted=False``.
+        """
+        ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
+        d = self._ensure_loop()
+        self._count_published()
+        if not subs:
+            return PublishResult(ev)
+        results: list[HandlerResult] | None = [] if wait else None
+        chain = _Chain(ev, subs, copy_context(), None, results)
+        on_loop = d.on_loop_thread()
+        caller_loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] | None = None
+        if wait:
+            done = caller_loop.create_future()
+            if on_loop:
+                chain.notify = lambda _c: _resolve(done)
+            else:
+
+                def notify(_chain: _Chain) -> None:
+                    caller_loop.call_soon_threadsafe(_resolve, done)
+
+                chain.notify = notify
+        admitted = d.try_admit(chain)
+        if admitted is None:
+            await d.admit_async(chain)
+        elif admitted is False:
+            return PublishResult(ev, accepted=False, dropped_reason="max_pending_events reached")
+        if wait and on_loop and d.lanes_idle(subs):
+            chain.notify = None
+            await d.run_direct(chain)
+            return PublishResult(ev, True, results or [])
+        d.enqueue(chain)
+        if done is None:
+            return PublishResult(ev)
+        await done
+        if chain.state == 2:  # DROPPED by DROP_OLDEST while queued
+            return PublishResult(ev, accepted=False, dropped_reason="dropped as oldest queued event")
+        return PublishResult(ev, True, results or [])
+
+    def publish_nowait(
+        self,
+        event: Any,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Event | None:
+        """Fire and forget: accept the event and return it (None if dropped).
+
+        Under the BLOCK policy with the bus full, this raises BackpressureError
+        when called from async code (it must not block the loop); use
+        ``await bus.publish(..., wait=False)`` there. From a plain thread it waits.
+        """
+        ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
+        return ev if self._submit(ev, subs) else None
+
+    def _submit(self, ev: Event, subs: tuple[Subscription, ...]) -> bool:
+        d = self._ensure_loop()
+        self._count_published()
+        if not subs:
+            return True
+        chain = _Chain(ev, subs, copy_context(), None, None)
+        admitted = d.try_admit(chain)
+        if admitted is None:
+            if running_loop() is not None:
+                from .errors import BackpressureError
+
+                raise BackpressureError(
+                    f"the bus is full (max_pending_events={self.max_pending_events}) and the "
+                    "BLOCK policy cannot wait here without blocking the event loop; use "
+                    "`await bus.publish(...)` (optionally wait=False) in async code",
+                    d.pending,
+                    self.max_pending_events or 0,
+                )
+            d.admit_blocking(chain)
+        elif admitted is False:
+            return False
+        d.enqueue(chain)
+        return True
+
+    async def wait_for(
+        self,
+        pattern: str | type,
+        where: Callable[[Event], bool] | None = None,
+        timeout: float | None = None,
+    ) -> Event:
+        """Wait for the next event matching ``pattern`` (and ``where``); TimeoutError after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Future[Event] = loop.create_future()
+        caller = threading.get_ident()
+
+        async def tap(event: Event) -> None:
+            if found.done() or (where is not None and not where(event)):
+                return
+            if threading.get_ident() == caller:
+                _resolve(found, event)
+            else:
+                loop.call_soon_threadsafe(_resolve, found, event)
+
+        target = event_type_of(pattern) if isinstance(pattern, type) else pattern
+        if target is None:
+            raise ValidationError(f"{pattern!r} is not an event pattern or typed-event class")
+        sub = self._add(tap, target, 1_000_000, None, name="wait_for", weak=False, timeout=None)
+        try:
+            return await asyncio.wait_for(found, timeout)
+        finally:
+            self.unsubscribe(sub.subscription_id)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no accepted event is unfinished; False if ``timeout`` passed first."""
+        d = self._dispatcher
+        if d.pending == 0:
+            return True
+        loop = asyncio.get_running_loop()
+        idle: asyncio.Future[None] = loop.create_future()
+        caller = threading.get_ident()
+
+        def wake() -> None:
+            if threading.get_ident() == caller:
+                _resolve(idle)
+            else:
+                loop.call_soon_threadsafe(_resolve, idle)
+
+        if not d.add_idle_waiter(wake):
+            return True
+        try:
+            await asyncio.wait_for(idle, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout: float | None = 30.0) -> bool:
+        """Stop accepting events, drain for up to ``timeout`` seconds, cancel what is
+        still running, and release threads. Returns True if everything finished."""
+        if self._closed:
+            return True
+        self._closing = True
+        drained = await self.drain(timeout)
+        d = self._dispatcher
+        loop = d.loop
+        if loop is not None and not loop.is_closed():
+            if d.on_loop_thread():
+                await d.stop_lanes()
+            else:
+                fut = asyncio.run_coroutine_threadsafe(d.stop_lanes(), loop)
+                await asyncio.wrap_future(fut)
+        runtime = self._runtime
+        if runtime is not None:
+            await asyncio.to_thread(runtime.stop, 5.0)
+        self._finish_close(drained)
+        return drained
+
+    def _finish_close(self, drained: bool) -> None:
+        if not drained:
+            logger.warning(
+                "bus %s closed with %d event(s) unfinished (timeout reached)",
+                self.name,
+                self._dispatcher.pending,
+            )
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+
+    async def __aenter__(self) -> EventBus:
+        self._ensure_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ============================================================= sync API
+    def emit(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        source: str | None = None,
+        correlation_id: str | None = None,
+        wait_for_handlers: bool = False,
+    ) -> str:
+        """Publish from sync code (1.x). Returns the event id, or "" if dropped.
+
+        ``wait_for_handlers=True`` runs every matching handler to completion, in
+        priority order, before returning (sync handlers in the calling thread);
+        it is not subject to backpressure and cannot be used on a thread that runs
+        an event loop (use ``await bus.publish`` there).
+        """
+        if not isinstance(event_type, str) or not event_type:
+            raise ValidationError("event_type must be a non-empty string")
+        if not isinstance(payload, Mapping):
+            raise ValidationError("payload must be a dict", event_type)
+        if wait_for_handlers:
+            if running_loop() is not None:
+                raise EventBusError(
+                    "emit(..., wait_for_handlers=True) was called on a thread running an event "
+                    "loop, where waiting would block the loop; use `await bus.publish(...)`"
+                )
+            ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
+            self._count_published()
+            self.run_inline(ev, subs)
+            return ev.event_id
+        ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
+        return ev.event_id if self._submit(ev, subs) else _DROPPED_ID
+
+    def run_inline(
+        self, event: Event, subs: tuple[Subscription, ...], *, report: bool = True
+    ) -> list[HandlerResult]:
+        """Run ``subs`` for ``event`` now, from a thread without a running loop.
+
+        Sync handlers run in this thread; async ones on the bus loop while this
+        thread waits. If any of the subscriptions still has queued work, the event
+        goes through the lanes instead (keeping their order) and this call waits.
+        """
+        d = self._dispatcher
+        results: list[HandlerResult] = []
+        if not subs:
+            return results
+        ctx = copy_context()
+        if d.loop is not None and not d.lanes_idle(subs):
+            finished = threading.Event()
+            chain = _Chain(event, subs, ctx, lambda _c: finished.set(), results)
+            d.admit_forced()
+            d.enqueue(chain)
+            finished.wait()
+            return results
+        for sub in subs:
+            handler = sub.handler
+            if handler is None or not sub.active:
+                continue
+            if sub.is_async:
+                loop = self._ensure_loop().loop
+                assert loop is not None
+                outcome = asyncio.run_coroutine_threadsafe(
+                    d.call_async(sub, handler, event, ctx), loop
+                ).result()
+            else:
+                outcome = d.call_sync(sub, handler, event, ctx, measure_timeout=True)
+            if report:
+                d.settle(sub, event, results, outcome)
+            else:
+                value, error, timed_out, duration, attempts = outcome
+                results.append(
+                    HandlerResult(
+                        sub.subscription_id, sub.handler_name, value, error, timed_out, duration, attempts
+                    )
+                )
+        return results
+
+    def retry_delivery(
+        self,
+        event: Event,
+        *,
+        subscription_id: str | None = None,
+        handler_name: str | None = None,
+    ) -> bool:
+        """Run only the subscription that failed ``event`` again (used by the DLQ).
+
+        Looks the subscription up by id, else by handler name; True if it succeeded.
+        The failure, if any, is logged but not re-reported to the DLQ.
+        """
+        subs: tuple[Subscription, ...] = ()
+        if subscription_id is not None:
+            sub = self._registry.get(subscription_id)
+            subs = (sub,) if sub is not None else ()
+        if not subs and handler_name is not None:
+            subs = tuple(s for s in self._registry.all() if s.handler_name == handler_name)
+        if not subs:
+            return False
+        results = self.run_inline(event, subs, report=False)
+        for result in results:
+            if result.error is not None:
+                logger.warning(
+                    "retry of %s for %s %s failed again: %s",
+                    result.handler_name,
+                    event.event_type,
+                    event.event_id,
+                    type(result.error).__name__,
+                )
+        return bool(results) and all(r.error is None for r in results)
+
+    def get_pending_count(self) -> int:
+        """Accepted events whose handlers have not all finished."""
+        return self._dispatcher.pending
+
+    async def wait_for_pending(self, timeout: float = 30.0) -> int:
+        """Wait up to ``timeout`` for pending events (1.x); returns how many remain."""
+        await self.drain(timeout)
+        return self._dispatcher.pending
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Drain for up to ``timeout`` seconds, then stop (sync 1.x API).
+
+        From a thread running an event loop it cannot wait: it schedules
+        ``close(timeout)`` on that loop and returns (use ``await bus.close()`` there).
+        """
+        if self._closed:
+            return
+        d = self._dispatcher
+        loop = d.loop
+        if loop is None or loop.is_closed():
+            self._closing = True
+            self._finish_close(True)
+            return
+        here = running_loop()
+        if here is not None:
+            here.create_task(self.close(timeout))
+            return
+        self._closing = True
+        if not loop.is_running():  # the application's loop, idle now: run the drain on it
+            drained = loop.run_until_complete(self._drain_and_stop(timeout))
+            self._finish_close(drained)
+            return
+        deadline = time.monotonic() + timeout
+        drained_f = asyncio.run_coroutine_threadsafe(self._drain_and_stop(timeout), loop)
+        try:
+            drained = drained_f.result(timeout + 5.0)
+        except Exception:
+            drained = False
+        if self._runtime is not None:
+            self._runtime.stop(max(0.5, deadline - time.monotonic() + 1.0))
+        self._finish_close(drained)
+
+    async def _drain_and_stop(self, timeout: float) -> bool:
+        drained = await self.drain(timeout)
+        await self._dispatcher.stop_lanes()
+        return drained
+
+    def __enter__(self) -> EventBus:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # ============================================================== failures
+    def _on_handler_failure(
+        self,
+        sub: Subscription,
+        event: Event,
+        error: BaseException,
+        timed_out: bool,
+        attempts: int,
+        duration: float,
+    ) -> None:
+        with self._stats_lock:
+            self._failures += 1
+            if timed_out:
+                self._timeouts += 1
+        logger.error(
+            "handler %s %s for %s %s after %d attempt(s): %s: %s",
+            sub.handler_name,
+            "timed out" if timed_out else "failed",
+            event.event_type,
+            event.event_id,
+            attempts,
+            type(error).__name__,
+            error,
+            exc_info=None if timed_out else error,
+            extra={
+                "event_id": event.event_id,
+                "event_type": event.event_type,
+                "correlation_id": event.correlation_id,
+                "handler_name": sub.handler_name,
+            },
+        )
+        if event.event_type == HANDLER_ERROR_EVENT:
+            return  # never report a failure of a failure handler as a new event
+        self._publish_handler_error(sub, event, error, timed_out, attempts)
+
+    def _publish_handler_error(
+        self,
+        sub: Subscription,
+        event: Event,
+        error: BaseException,
+        timed_out: bool,
+        attempts: int,
+    ) -> None:
+        subs = self._registry.match(HANDLER_ERROR_EVENT)
+        payload = {
+            "original_event_id": event.event_id,
+            "original_event_type": event.event_type,
+            "subscription_id": sub.subscription_id,
+            "handler_name": sub.handler_name,
+            "error": str(error),
+            "error_type": type(error).__name__,
+            "timed_out": timed_out,
+            "attempts": attempts,
+        }
+        report = _make_event(
+            HANDLER_ERROR_EVENT,
+            freeze_payload(payload),
+            _time(),
+            new_event_id(),
+            "event_bus",
+            event.correlation_id,
+            event.event_id,
+            event.traceparent,
+            event.tracestate,
+        )
+        self._count_published()
+        if not subs:
+            return
+        if self._closed:
+            return
+        d = self._ensure_loop()
+        d.admit_forced()
+        d.enqueue(_Chain(report, subs, copy_context(), None, None))
+
+    def _on_drop(self, event: Event, reason: str) -> None:
+        with self._stats_lock:
+            self._dropped += 1
+        if logger.isEnabledFor(logging.WARNING):
+            logger.warning("dropped %s %s: %s", event.event_type, event.event_id, reason)
+
+    def _count_published(self) -> None:
+        self._published += 1  # approximate under threads; exact figures come from metrics
+
+    # ================================================================ stats
+    def get_stats(self) -> dict[str, Any]:
+        """1.x statistics keys plus live figures of the engine."""
+        subs = self._registry.all()
+        d = self._dispatcher
+        return {
+            "active_subscriptions": sum(1 for s in subs if s.active),
+            "total_subscriptions": len(subs),
+            "audit_enabled": False,
+            "max_concurrent_handlers": self.max_concurrent_handlers,
+            "validation_enabled": self.validate_events,
+            "metrics_enabled": self.metrics is not None,
+            "dlq_enabled": self.dead_letter_queue is not None,
+            "event_types_subscribed": self._registry.event_types(),
+            "pending_async_tasks": d.pending,
+            "pending_events": d.pending,
+            "max_pending_events": self.max_pending_events,
+            "overflow_policy": self.overflow_policy.value if self.max_pending_events else None,
+            "total_events_logged": 0,
+            "log_file_size": 0,
+            "events_published": self._published,
+            "events_accepted": d.accepted,
+            "events_dropped": self._dropped,
+            "handler_failures": self._failures,
+            "handler_timeouts": self._timeouts,
+            "queue_depth": d.queue_depth(),
+            "parallel_handlers": self.parallel_handlers,
+            "closed": self._closed,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"EventBus(name={self.name!r}, subscriptions={len(self._registry)}, "
+            f"pending={self._dispatcher.pending})"
+        )

@@ -1,0 +1,836 @@
+"""The dispatch engine: admission (backpressure), per-subscription lanes, handler runs.
+
+Every accepted event becomes a ``_Chain``: the event, the matching subscriptions
+in priority order and the publisher's context. Each subscription owns a ``_Lane``
+(a FIFO mailbox plus worker task(s) on the bus loop), so a subscription sees
+events in publish order while unrelated subscriptions proceed independently.
+Unless the bus runs handlers in parallel, a chain visits its subscriptions one
+after another: a lower-priority handler starts only after the higher-priority
+one finished the same event.
+
+Async handlers run on the bus loop, stepped inside a copy of the publisher's
+context (see ``_driver``). Sync handlers run in the thread pool, in batches per
+lane so a burst costs one thread hand-off, not one per event. When every lane
+of an event is idle, ``await bus.publish`` runs the handlers directly in the
+publisher's task (no queue, no task switch). The engine does no I/O: failures
+and observations go to the callbacks the bus installs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import AbstractContextManager
+from contextvars import Context
+from types import CoroutineType
+from typing import Any, Protocol
+
+from ._driver import drive
+from .context import _correlation_id, _current_event
+from .errors import BackpressureError, HandlerTimeoutError
+from .events import Event
+from .results import HandlerResult
+from .subscriptions import Subscription
+
+__all__ = ["Dispatcher", "OverflowPolicy"]
+
+logger = logging.getLogger("aperion_event_bus.dispatch")
+_perf = time.perf_counter
+
+QUEUED, STARTED, DROPPED, DONE = 0, 1, 2, 3
+_MAX_BATCH = 256
+
+
+class OverflowPolicy(enum.StrEnum):
+    """What to do with a new event when ``max_pending_events`` are unfinished."""
+
+    DROP = "drop"
+    DROP_OLDEST = "drop_oldest"
+    RAISE = "raise"
+    BLOCK = "block"
+
+    @classmethod
+    def parse(cls, value: OverflowPolicy | str) -> OverflowPolicy:
+        if isinstance(value, OverflowPolicy):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            choices = ", ".join(repr(p.value) for p in cls)
+            raise ValueError(
+                f"unknown overflow_policy {value!r}; use OverflowPolicy or one of {choices}"
+            ) from None
+
+
+class FailureSink(Protocol):
+    """Receives every final handler failure (after retries)."""
+
+    def __call__(
+        self,
+        sub: Subscription,
+        event: Event,
+        error: BaseException,
+        timed_out: bool,
+        attempts: int,
+        duration: float,
+    ) -> None: ...
+
+
+class HandlerObserver(Protocol):
+    """Optional per-call observation (metrics)."""
+
+    def handler_finished(
+        self,
+        sub: Subscription,
+        event: Event,
+        duration: float,
+        error: BaseException | None,
+        timed_out: bool,
+        attempts: int,
+    ) -> None: ...
+
+    def handler_retry(self, sub: Subscription, event: Event, attempt: int) -> None: ...
+
+
+SpanFactory = Callable[[Event, str], AbstractContextManager[Any]]
+Outcome = tuple[Any, BaseException | None, bool, float, int]  # value, error, timed_out, secs, attempts
+
+
+class _Chain:
+    """One accepted event travelling through its subscriptions."""
+
+    __slots__ = ("ctx", "event", "idx", "notify", "remaining", "results", "state", "subs")
+
+    def __init__(
+        self,
+        event: Event,
+        subs: tuple[Subscription, ...],
+        ctx: Context,
+        notify: Callable[[_Chain], None] | None,
+        results: list[HandlerResult] | None,
+    ) -> None:
+        self.event = event
+        self.subs = subs
+        self.ctx = ctx
+        self.idx = 0
+        self.remaining = len(subs)
+        self.notify = notify
+        self.results = results
+        self.state = QUEUED
+
+
+class _Lane:
+    """A subscription's mailbox and the worker task(s) that drain it."""
+
+    __slots__ = ("closing", "mailbox", "running", "sub", "waiter", "workers")
+
+    def __init__(self, sub: Subscription) -> None:
+        self.sub = sub
+        self.mailbox: deque[_Chain] = deque()
+        self.running = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.workers: list[asyncio.Task[None]] = []
+        self.closing = False
+
+    def wake(self) -> None:
+        fut = self.waiter
+        if fut is not None:
+            self.waiter = None
+            if not fut.done():
+                fut.set_result(None)
+
+
+class _BatchProgress:
+    """Shared between a lane worker and the pool thread running a sync batch."""
+
+    __slots__ = ("abandoned", "index", "outcomes", "started")
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.started = _perf()
+        self.abandoned = False
+        self.outcomes: list[Outcome] = []
+
+
+class _Waiter:
+    """A publisher waiting for a slot under the BLOCK policy (thread or coroutine)."""
+
+    __slots__ = ("event", "future", "granted", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.granted = False
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = loop.create_future() if loop else None
+        self.event: threading.Event | None = None if loop else threading.Event()
+
+    def grant(self, on_loop: asyncio.AbstractEventLoop | None) -> None:
+        self.granted = True
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is on_loop and self.loop is not None:
+            _resolve(self.future)
+        elif self.loop is not None:
+            self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(fut: asyncio.Future[Any] | None, value: Any = None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(value)
+
+
+def _enter(handler: Callable[[Any], Any], arg: Any, event: Event) -> Any:
+    """Runs inside the handler's context copy: make ``event`` the current event, call."""
+    _current_event.set(event)
+    if event.correlation_id is not None:
+        _correlation_id.set(event.correlation_id)
+    return handler(arg)
+
+
+async def _await_any(awaitable: Any) -> Any:
+    return await awaitable
+
+
+async def _traced_coro(span: SpanFactory, name: str, event: Event, coro: Any) -> Any:
+    with span(event, name):
+        return await coro
+
+
+def _traced_call(
+    span: SpanFactory, name: str, handler: Callable[[Any], Any], arg: Any, event: Event
+) -> Any:
+    with span(event, name):
+        return _enter(handler, arg, event)
+
+
+class Dispatcher:
+    """Admission control, lanes and handler execution for one bus."""
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        max_pending: int | None,
+        policy: OverflowPolicy,
+        default_timeout: float | None,
+        parallel: bool,
+        on_failure: FailureSink,
+        on_drop: Callable[[Event, str], None] | None = None,
+    ) -> None:
+        if max_pending is not None and max_pending < 1:
+            raise ValueError("max_pending_events must be a positive integer or None")
+        self.executor = executor
+        self.max_pending = max_pending
+        self.policy = policy
+        self.default_timeout = default_timeout
+        self.parallel = parallel
+        self.on_failure = on_failure
+        self.on_drop = on_drop
+        self.observer: HandlerObserver | None = None
+        self.span: SpanFactory | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+        self._lock = threading.Lock()
+        self.pending = 0
+        self._blocked: deque[_Waiter] = deque()
+        self._queued: deque[_Chain] | None = deque() if policy is OverflowPolicy.DROP_OLDEST else None
+        self._idle_waiters: list[Callable[[], None]] = []
+        self._ingress: deque[_Chain] = deque()
+        self._ingress_scheduled = False
+        self._lanes: set[_Lane] = set()
+        self.dropped = 0
+        self.accepted = 0
+        self.inflight = 0
+
+    # ------------------------------------------------------------------ binding
+    def bind(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
+        """Attach to ``loop`` (running in thread ``thread_id``); lanes live there."""
+        self.loop = loop
+        self.loop_thread = thread_id
+        self._lanes.clear()
+        self._ingress_scheduled = False
+
+    def on_loop_thread(self) -> bool:
+        return self.loop_thread == threading.get_ident()
+
+    # ---------------------------------------------------------------- admission
+    def try_admit(self, chain: _Chain) -> bool | None:
+        """Count ``chain`` as pending. True: admitted. False: dropped (DROP).
+        None: must wait for a slot (BLOCK). Raises BackpressureError (RAISE)."""
+        victim: _Chain | None = None
+        with self._lock:
+            limit = self.max_pending
+            if limit is None or self.pending < limit:
+                self.pending += 1
+                self.accepted += 1
+                if self._queued is not None:
+                    self._queued.append(chain)
+                return True
+            policy = self.policy
+            if policy is OverflowPolicy.BLOCK:
+                return None
+            if policy is OverflowPolicy.RAISE:
+                raise BackpressureError(
+                    f"{self.pending} events are pending (max_pending_events={limit}); "
+                    f"{chain.event.event_type} was refused. Slow down, raise the limit, or use "
+                    "overflow_policy='block' with `await bus.publish(...)`.",
+                    self.pending,
+                    limit,
+                )
+            if policy is OverflowPolicy.DROP_OLDEST:
+                victim = self._pop_oldest_queued()
+                if victim is not None:
+                    self._queued.append(chain)  # type: ignore[union-attr]
+                    self.accepted += 1
+            self.dropped += 1
+        if victim is None:
+            chain.state = DROPPED
+            self._dropped(chain.event, "max_pending_events reached (newest dropped)")
+            return False
+        self._dropped(victim.event, "max_pending_events reached (oldest queued dropped)")
+        self._notify_dropped(victim)
+        return True
+
+    def _pop_oldest_queued(self) -> _Chain | None:
+        queued = self._queued
+        assert queued is not None
+        while queued:
+            oldest = queued.popleft()
+            if oldest.state == QUEUED:
+                oldest.state = DROPPED
+                return oldest
+        return None
+
+    def _dropped(self, event: Event, reason: str) -> None:
+        if self.on_drop is not None:
+            self.on_drop(event, reason)
+
+    def _notify_dropped(self, chain: _Chain) -> None:
+        notify = chain.notify
+        if notify is not None:
+            if self.loop is not None and not self.on_loop_thread():
+                self.loop.call_soon_threadsafe(notify, chain)
+            else:
+                notify(chain)
+
+    def admit_forced(self) -> None:
+        """Count an event that bypasses backpressure (system events, waited emits)."""
+        with self._lock:
+            self.pending += 1
+            self.accepted += 1
+
+    def admit_blocking(self, chain: _Chain) -> None:
+        """BLOCK policy from a plain thread: wait until a slot is handed over."""
+        waiter = _Waiter(None)
+        with self._lock:
+            if self.max_pending is None or self.pending < self.max_pending:
+                self.pending += 1
+                self.accepted += 1
+                return
+            self._blocked.append(waiter)
+        assert waiter.event is not None
+        waiter.event.wait()
+        self.accepted += 1
+
+    async def admit_async(self, chain: _Chain) -> None:
+        """BLOCK policy from a coroutine: await a slot without blocking any loop."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop)
+        with self._lock:
+            if self.max_pending is None or self.pending < self.max_pending:
+                self.pending += 1
+                self.accepted += 1
+                return
+            self._blocked.append(waiter)
+        assert waiter.future is not None
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                if not waiter.granted:
+                    self._blocked.remove(waiter)
+                    raise
+            self.release()  # the slot arrived as we were cancelled: give it back
+            raise
+        self.accepted += 1
+
+    def release(self) -> None:
+        """A pending event finished: hand its slot to a blocked publisher or free it."""
+        handoff: _Waiter | None = None
+        with self._lock:
+            if self._blocked:
+                handoff = self._blocked.popleft()
+            else:
+                self.pending -= 1
+                idle = self.pending == 0
+        if handoff is not None:
+            handoff.grant(self.loop)
+        elif idle and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for wake in waiters:
+                wake()
+
+    # ----------------------------------------------------------------- enqueue
+    def enqueue(self, chain: _Chain) -> None:
+        """Hand an admitted chain to its lanes (from any thread)."""
+        if self.on_loop_thread():
+            self._dispatch(chain)
+            return
+        self._ingress.append(chain)
+        if not self._ingress_scheduled:
+            self._ingress_scheduled = True
+            loop = self.loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._drain_ingress)
+
+    def _drain_ingress(self) -> None:
+        self._ingress_scheduled = False
+        ingress = self._ingress
+        dispatch = self._dispatch
+        while ingress:
+            dispatch(ingress.popleft())
+
+    def _dispatch(self, chain: _Chain) -> None:
+        if chain.state == DROPPED:
+            return
+        subs = chain.subs
+        for sub in subs:
+            lane = sub._lane
+            if lane is None or lane.closing:
+                lane = self._open_lane(sub)
+            lane.mailbox.append(chain)
+        if self.parallel:
+            for sub in subs:
+                sub._lane.wake()
+        else:
+            subs[0]._lane.wake()
+
+    def _open_lane(self, sub: Subscription) -> _Lane:
+        lane = _Lane(sub)
+        sub._lane = lane
+        loop = self.loop
+        assert loop is not None
+        work = self._async_worker if sub.is_async else self._sync_worker
+        for _ in range(sub.concurrency):
+            task = loop.create_task(work(lane), name=f"aperion-lane:{sub.handler_name}")
+            lane.workers.append(task)
+        self._lanes.add(lane)
+        return lane
+
+    def close_lane(self, sub: Subscription) -> None:
+        """Called after unsubscribe: the lane skips what is left and its workers end."""
+        lane = sub._lane
+        if lane is not None:
+            lane.closing = True
+            if self.loop is not None and not self.loop.is_closed():
+                if self.on_loop_thread():
+                    lane.wake()
+                else:
+                    self.loop.call_soon_threadsafe(lane.wake)
+
+    # ------------------------------------------------------------------- lanes
+    def _runnable(self, lane: _Lane) -> _Chain | None:
+        """Pop the head chain if this lane may start it now."""
+        mailbox = lane.mailbox
+        sub = lane.sub
+        while mailbox:
+            chain = mailbox[0]
+            if chain.state == DROPPED:
+                mailbox.popleft()
+                continue
+            if lane.running >= sub.concurrency:
+                return None
+            if not self.parallel and chain.subs[chain.idx] is not sub:
+                return None
+            mailbox.popleft()
+            if chain.state == QUEUED and not self._start(chain):
+                continue
+            return chain
+        return None
+
+    def _start(self, chain: _Chain) -> bool:
+        """Mark a chain started; False if DROP_OLDEST dropped it meanwhile."""
+        if self._queued is None:
+            chain.state = STARTED
+            return True
+        with self._lock:
+            if chain.state == DROPPED:
+                return False
+            chain.state = STARTED
+            return True
+
+    async def _wait(self, lane: _Lane) -> None:
+        fut = lane.waiter
+        if fut is None:
+            assert self.loop is not None
+            fut = lane.waiter = self.loop.create_future()
+        await fut
+
+    async def _async_worker(self, lane: _Lane) -> None:
+        sub = lane.sub
+        runnable = self._runnable
+        while True:
+            chain = runnable(lane)
+            if chain is None:
+                if lane.closing and not lane.mailbox:
+                    self._lanes.discard(lane)
+                    return
+                await self._wait(lane)
+                continue
+            lane.running += 1
+            try:
+                handler = sub.handler
+                if handler is not None and not lane.closing:
+                    await self._deliver_async(sub, handler, chain)
+            finally:
+                lane.running -= 1
+            self._advance(chain)
+
+    async def _sync_worker(self, lane: _Lane) -> None:
+        sub = lane.sub
+        runnable = self._runnable
+        while True:
+            batch: list[_Chain] = []
+            while len(batch) < _MAX_BATCH:
+                chain = runnable(lane)
+                if chain is None:
+                    break
+                batch.append(chain)
+            if not batch:
+                if lane.closing and not lane.mailbox:
+                    self._lanes.discard(lane)
+                    return
+                await self._wait(lane)
+                continue
+            handler = sub.handler
+            if handler is None or lane.closing:
+                for chain in batch:
+                    self._advance(chain)
+                continue
+            lane.running += 1
+            try:
+                done = await self._run_sync_batch(sub, handler, batch)
+            finally:
+                lane.running -= 1
+            for chain in reversed(batch[done:]):  # abandoned batch: retry the rest in order
+                lane.mailbox.appendleft(chain)
+            for chain in batch[:done]:
+                self._advance(chain)
+
+    async def _run_sync_batch(
+        self, sub: Subscription, handler: Callable[[Any], Any], batch: list[_Chain]
+    ) -> int:
+        """Run ``batch`` in one pool thread; settle outcomes; return how many finished."""
+        loop = self.loop
+        assert loop is not None
+        progress = _BatchProgress()
+        fut = loop.run_in_executor(self.executor, self._sync_batch_body, sub, handler, batch, progress)
+        timeout = self.timeout_of(sub)
+        if timeout is None:
+            await fut
+        else:
+            while not fut.done():
+                index, started = progress.index, progress.started
+                left = started + timeout - _perf()
+                if left > 0:
+                    await asyncio.wait((fut,), timeout=left)
+                    continue
+                if progress.index != index:
+                    continue
+                progress.abandoned = True  # the thread cannot be killed: stop waiting for it
+                outcomes = progress.outcomes[:index]
+                for chain, outcome in zip(batch, outcomes, strict=False):
+                    self._settle(sub, chain, outcome)
+                error = HandlerTimeoutError(
+                    f"sync handler {sub.handler_name} exceeded its {timeout}s timeout for "
+                    f"{batch[index].event.event_type} {batch[index].event.event_id}; the thread "
+                    "was abandoned (it keeps running until the handler returns)",
+                    sub.handler_name,
+                    batch[index].event.event_id,
+                )
+                self._settle(sub, batch[index], (None, error, True, _perf() - started, 1))
+                return index + 1
+        for chain, outcome in zip(batch, progress.outcomes, strict=True):
+            self._settle(sub, chain, outcome)
+        return len(batch)
+
+    def _sync_batch_body(
+        self,
+        sub: Subscription,
+        handler: Callable[[Any], Any],
+        batch: list[_Chain],
+        progress: _BatchProgress,
+    ) -> None:
+        """Pool thread: run the batch in order, recording progress for the watchdog."""
+        outcomes = progress.outcomes
+        call = self.call_sync
+        for index, chain in enumerate(batch):
+            if progress.abandoned:
+                return
+            progress.started = _perf()
+            progress.index = index
+            outcome = call(sub, handler, chain.event, chain.ctx, progress)
+            if progress.abandoned:
+                return
+            outcomes.append(outcome)
+
+    # --------------------------------------------------------------- handlers
+    def timeout_of(self, sub: Subscription) -> float | None:
+        return sub.timeout if sub.timeout is not None else self.default_timeout
+
+    def call_sync(
+        self,
+        sub: Subscription,
+        handler: Callable[[Any], Any],
+        event: Event,
+        ctx: Context,
+        progress: _BatchProgress | None = None,
+        measure_timeout: bool = False,
+    ) -> Outcome:
+        """Call a sync handler (with retries) in a copy of ``ctx``; never raises Exception."""
+        attempts = 0
+        span = self.span
+        first_start = _perf()
+        while True:
+            attempts += 1
+            start = _perf()
+            if progress is not None:
+                progress.started = start
+            error: BaseException | None = None
+            value: Any = None
+            timed_out = False
+            try:
+                arg = event if sub.schema is None else sub.schema.adapt(event)
+                if span is None:
+                    value = ctx.copy().run(_enter, handler, arg, event)
+                else:
+                    value = ctx.copy().run(_traced_call, span, sub.handler_name, handler, arg, event)
+                if inspect.isawaitable(value):
+                    value = self._await_from_thread(value)
+            except Exception as exc:
+                error = exc
+            duration = _perf() - start
+            if error is None and measure_timeout:
+                timeout = self.timeout_of(sub)
+                if timeout is not None and duration > timeout:
+                    timed_out = True
+                    error = HandlerTimeoutError(
+                        f"sync handler {sub.handler_name} took {duration:.3f}s, over its "
+                        f"{timeout}s timeout, for {event.event_type} {event.event_id}; "
+                        "its result was discarded",
+                        sub.handler_name,
+                        event.event_id,
+                    )
+                    return (None, error, True, _perf() - first_start, attempts)
+            if error is None or attempts > sub.retries or (progress and progress.abandoned):
+                return (value, error, timed_out, _perf() - first_start, attempts)
+            if self.observer is not None:
+                self.observer.handler_retry(sub, event, attempts)
+            time.sleep(sub.retry_backoff * (2 ** (attempts - 1)))
+
+    def _await_from_thread(self, awaitable: Any) -> Any:
+        """A sync handler returned an awaitable: finish it on the bus loop, wait here."""
+        loop = self.loop
+        if loop is None or self.on_loop_thread():
+            raise TypeError(
+                "a sync handler returned an awaitable; declare it `async def` instead"
+            )
+        coro = awaitable if isinstance(awaitable, CoroutineType) else _await_any(awaitable)
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def _deliver_async(
+        self, sub: Subscription, handler: Callable[[Any], Any], chain: _Chain
+    ) -> None:
+        outcome = await self.call_async(sub, handler, chain.event, chain.ctx)
+        self._settle(sub, chain, outcome)
+
+    async def call_async(
+        self, sub: Subscription, handler: Callable[[Any], Any], event: Event, ctx: Context
+    ) -> Outcome:
+        """Run an async handler (with retries and timeout) in a copy of ``ctx``."""
+        attempts = 0
+        first_start = _perf()
+        timeout = self.timeout_of(sub)
+        while True:
+            attempts += 1
+            start = _perf()
+            error: BaseException | None = None
+            value: Any = None
+            timed_out = False
+            own = ctx.copy()
+            run = own.run
+            try:
+                arg = event if sub.schema is None else sub.schema.adapt(event)
+                coro = run(_enter, handler, arg, event)
+                if type(coro) is not CoroutineType:
+                    coro = _await_any(coro)
+                if self.span is not None:
+                    coro = _traced_coro(self.span, sub.handler_name, event, coro)
+                try:
+                    yielded = run(coro.send, None)
+                except StopIteration as stop:
+                    value = stop.value
+                else:
+                    if timeout is None:
+                        value = await drive(own, coro, yielded)
+                    else:
+                        value, timed_out = await self._drive_with_timeout(
+                            own, coro, yielded, start + timeout
+                        )
+                        if timed_out:
+                            error = HandlerTimeoutError(
+                                f"async handler {sub.handler_name} exceeded its {timeout}s "
+                                f"timeout for {event.event_type} {event.event_id} and was "
+                                "cancelled",
+                                sub.handler_name,
+                                event.event_id,
+                            )
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # the bus (or the publisher) is being cancelled: let it through
+                error = exc
+            except Exception as exc:
+                error = exc
+            if error is None or timed_out or attempts > sub.retries:
+                return (value, error, timed_out, _perf() - first_start, attempts)
+            if self.observer is not None:
+                self.observer.handler_retry(sub, event, attempts)
+            await asyncio.sleep(sub.retry_backoff * (2 ** (attempts - 1)))
+
+    async def _drive_with_timeout(
+        self, ctx: Context, coro: Any, yielded: Any, deadline: float
+    ) -> tuple[Any, bool]:
+        loop = asyncio.get_running_loop()
+        timeout_cm = asyncio.timeout_at(loop.time() + max(0.0, deadline - _perf()))
+        try:
+            async with timeout_cm:
+                return await drive(ctx, coro, yielded), False
+        except TimeoutError:
+            if timeout_cm.expired():
+                return None, True
+            raise
+
+    def _settle(self, sub: Subscription, chain: _Chain, outcome: Outcome) -> None:
+        self.settle(sub, chain.event, chain.results, outcome)
+
+    def settle(
+        self,
+        sub: Subscription,
+        event: Event,
+        results: list[HandlerResult] | None,
+        outcome: Outcome,
+    ) -> None:
+        """Report a finished handler call: failure sink, observer, result list."""
+        value, error, timed_out, duration, attempts = outcome
+        if error is not None:
+            self.on_failure(sub, event, error, timed_out, attempts, duration)
+        if self.observer is not None:
+            self.observer.handler_finished(sub, event, duration, error, timed_out, attempts)
+        if results is not None:
+            results.append(
+                HandlerResult(
+                    sub.subscription_id, sub.handler_name, value, error, timed_out, duration, attempts
+                )
+            )
+
+    # --------------------------------------------------------- chain progress
+    def _advance(self, chain: _Chain) -> None:
+        if self.parallel:
+            chain.remaining -= 1
+            if chain.remaining == 0:
+                self._finish(chain)
+            return
+        chain.idx += 1
+        if chain.idx >= len(chain.subs):
+            self._finish(chain)
+        else:
+            lane = chain.subs[chain.idx]._lane
+            if lane is not None:
+                lane.wake()
+
+    def _finish(self, chain: _Chain) -> None:
+        chain.state = DONE
+        notify = chain.notify
+        if notify is not None:
+            notify(chain)
+        self.release()
+
+    # ------------------------------------------------------------ direct path
+    def lanes_idle(self, subs: tuple[Subscription, ...]) -> bool:
+        """True when no subscription in ``subs`` has queued or running work."""
+        for sub in subs:
+            lane = sub._lane
+            if lane is not None and (lane.running or lane.mailbox):
+                return False
+        return not self._ingress
+
+    async def run_direct(self, chain: _Chain) -> None:
+        """Run ``chain`` in the calling task (all lanes idle): no queue hop, no task switch.
+
+        Other chains that arrive meanwhile queue behind it in the lanes, so
+        per-subscription order holds. If the caller is cancelled, the rest of the
+        chain is handed to the lanes and the cancellation propagates.
+        """
+        chain.state = STARTED
+        subs = chain.subs
+        for index, sub in enumerate(subs):
+            lane = sub._lane
+            if lane is None or lane.closing:
+                lane = self._open_lane(sub)
+            handler = sub.handler
+            if handler is None or not sub.active:
+                continue
+            lane.running += 1
+            try:
+                if sub.is_async:
+                    await self._deliver_async(sub, handler, chain)
+                else:
+                    await self._run_sync_batch(sub, handler, [chain])
+            except asyncio.CancelledError as exc:
+                self._settle(sub, chain, (None, exc, False, 0.0, 1))
+                self._hand_rest_to_lanes(chain, index + 1)
+                raise
+            finally:
+                lane.running -= 1
+                if lane.mailbox:
+                    lane.wake()
+        self._finish(chain)
+
+    def _hand_rest_to_lanes(self, chain: _Chain, start: int) -> None:
+        rest = chain.subs[start:]
+        if not rest:
+            self._finish(chain)
+            return
+        chain.subs = rest
+        chain.idx = 0
+        chain.remaining = len(rest)
+        self._dispatch(chain)
+
+    # ------------------------------------------------------------------- idle
+    def add_idle_waiter(self, wake: Callable[[], None]) -> bool:
+        """Register ``wake`` for when nothing is pending; False if already idle."""
+        with self._lock:
+            if self.pending == 0:
+                return False
+            self._idle_waiters.append(wake)
+            return True
+
+    def queue_depth(self) -> int:
+        """Events accepted but not yet started by any handler."""
+        return sum(len(lane.mailbox) for lane in list(self._lanes)) + len(self._ingress)
+
+    async def stop_lanes(self) -> None:
+        """Cancel every lane worker (after draining); used by close."""
+        tasks = [t for lane in list(self._lanes) for t in lane.workers]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._lanes.clear()

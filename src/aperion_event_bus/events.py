@@ -1,0 +1,242 @@
+"""The Event envelope: an immutable record of something that happened.
+
+An event carries its type (``{domain}.{action}``), a read-only payload, the time it
+was created, a unique time-ordered id, and the context that ties it to other
+events: correlation id, causation id (the parent event) and W3C trace context.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from ._frozen import FrozenDict, freeze_payload
+from ._ids import new_event_id
+from ._json import dumps, loads
+from .errors import ValidationError
+
+__all__ = ["ENVELOPE_FIELDS", "Event"]
+
+ENVELOPE_FIELDS = (
+    "event_type",
+    "payload",
+    "timestamp",
+    "event_id",
+    "source",
+    "correlation_id",
+    "causation_id",
+    "traceparent",
+    "tracestate",
+)
+_REQUIRED = ("event_type", "payload", "timestamp", "event_id")
+_OPTIONAL = ENVELOPE_FIELDS[4:]
+
+
+class _EventSlots:
+    """Storage layout shared by Event and its private fast-construction twin."""
+
+    __slots__ = ENVELOPE_FIELDS
+
+    event_type: str
+    payload: FrozenDict
+    timestamp: float
+    event_id: str
+    source: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    traceparent: str | None
+    tracestate: str | None
+
+
+class Event(_EventSlots):
+    """Immutable event envelope.
+
+    ``Event(event_type, payload, timestamp=<now>, event_id=<evt_...>, source=None,
+    correlation_id=None, *, causation_id=None, traceparent=None, tracestate=None)``.
+    The payload is deep-copied into read-only containers; assigning an attribute
+    raises ``AttributeError``. ``timestamp`` is Unix time in seconds (float).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        timestamp: float | None = None,
+        event_id: str | None = None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        *,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> None:
+        if not isinstance(event_type, str) or not event_type:
+            raise ValidationError("event_type must be a non-empty string", event_type)
+        if not isinstance(payload, Mapping):
+            raise ValidationError("payload must be a dict", event_type)
+        put = object.__setattr__
+        put(self, "event_type", event_type)
+        put(self, "payload", freeze_payload(payload))
+        put(self, "timestamp", time.time() if timestamp is None else float(timestamp))
+        put(self, "event_id", new_event_id() if event_id is None else event_id)
+        put(self, "source", source)
+        put(self, "correlation_id", correlation_id)
+        put(self, "causation_id", causation_id)
+        put(self, "traceparent", traceparent)
+        put(self, "tracestate", tracestate)
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError(
+            f"Event is immutable; use event.replace({name}=...) to make a changed copy"
+        )
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Event is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in ENVELOPE_FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(self.event_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(event_type={self.event_type!r}, event_id={self.event_id!r}, "
+            f"correlation_id={self.correlation_id!r}, causation_id={self.causation_id!r}, "
+            f"source={self.source!r}, payload={dict(self.payload)!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_from_fields, tuple(getattr(self, f) for f in ENVELOPE_FIELDS))
+
+    def __copy__(self) -> Event:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Event:
+        return self
+
+    @property
+    def domain(self) -> str:
+        """The part of the event type before the first dot."""
+        return self.event_type.partition(".")[0]
+
+    @property
+    def action(self) -> str | None:
+        """The part of the event type after the first dot (None without a dot)."""
+        _head, dot, tail = self.event_type.partition(".")
+        return tail if dot else None
+
+    def replace(self, **changes: Any) -> Event:
+        """Return a copy with some envelope fields changed (``payload`` is frozen again)."""
+        unknown = set(changes) - set(ENVELOPE_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown Event field(s): {', '.join(sorted(unknown))}")
+        fields = {f: changes.get(f, getattr(self, f)) for f in ENVELOPE_FIELDS}
+        return Event(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every envelope field (payload as an ordinary mutable dict copy)."""
+        from ._frozen import thaw
+
+        data = {f: getattr(self, f) for f in ENVELOPE_FIELDS}
+        data["payload"] = thaw(self.payload)
+        return data
+
+    def to_jsonl(self) -> str:
+        """One compact JSON line: the 1.x keys first, then the newer envelope fields.
+
+        Non-JSON payload values use the documented forms of ``aperion_event_bus._json``.
+        """
+        data: dict[str, Any] = {f: getattr(self, f) for f in ENVELOPE_FIELDS}
+        return dumps(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        """Rebuild an event from ``to_dict()``/parsed JSON; the 1.x four keys are required."""
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise ValidationError(
+                f"event record is missing required field(s) {', '.join(missing)}; "
+                f"expected at least {', '.join(_REQUIRED)}"
+            )
+        payload = data["payload"]
+        if not isinstance(payload, Mapping):
+            raise ValidationError("payload must be a dict", data.get("event_type"))
+        return cls(
+            data["event_type"],
+            payload,
+            data["timestamp"],
+            data["event_id"],
+            **{k: data.get(k) for k in _OPTIONAL},
+        )
+
+    @classmethod
+    def from_jsonl(cls, line: str | bytes) -> Event:
+        """Parse one line written by ``to_jsonl`` (the first four keys are required)."""
+        data = loads(line.strip())
+        if not isinstance(data, dict):
+            raise ValidationError("an event JSON line must hold a JSON object")
+        return cls.from_dict(data)
+
+
+def _from_fields(*values: Any) -> Event:
+    return _make_event(*values)
+
+
+class _FastEvent(_EventSlots):
+    """Same layout as Event, ordinary attribute assignment: built, then re-classed."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        event_type: str,
+        payload: FrozenDict,
+        timestamp: float,
+        event_id: str,
+        source: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+        traceparent: str | None,
+        tracestate: str | None,
+    ) -> None:
+        self.event_type = event_type
+        self.payload = payload
+        self.timestamp = timestamp
+        self.event_id = event_id
+        self.source = source
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.__class__ = Event  # type: ignore[assignment]
+
+
+def _make_event(
+    event_type: str,
+    payload: FrozenDict,
+    timestamp: float,
+    event_id: str,
+    source: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+) -> Event:
+    """Internal constructor for already-validated, already-frozen fields (hot path)."""
+    return _FastEvent(  # type: ignore[return-value]
+        event_type,
+        payload,
+        timestamp,
+        event_id,
+        source,
+        correlation_id,
+        causation_id,
+        traceparent,
+        tracestate,
+    )

@@ -1,0 +1,311 @@
+"""Group commit: one thread owns the write connection and commits queued work in batches.
+
+Callers never touch the write connection. They put an ``Op`` on a queue and wait
+(an asyncio future, a lock for plain threads, or nothing for fire-and-forget).
+The writer thread takes everything queued, up to ``max_batch`` units of work,
+runs it in ONE transaction (one commit, one fsync with ``synchronous=FULL``) and
+then settles every waiter: per event loop a single ``call_soon_threadsafe``
+completes all of that loop's futures of the batch.
+
+Consecutive ops of the same kind are handed to their handler together, so a
+handler can turn a whole run of appends or acks into one SQL statement. That
+matters beyond speed: ``sqlite3`` releases the GIL for every statement step, and
+re-taking it while the event loop thread is busy can cost a full switch interval
+(5 ms); one statement per run of ops keeps the writer from stalling on the GIL.
+
+If the transaction fails (disk full, read-only file, I/O error) it is rolled back
+and every op of the batch fails with the same ``StoreError``: nothing in it was
+committed, and no waiter is told otherwise.
+"""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from ._connections import translate_error
+from ._errors import StoreClosedError, StoreError
+
+__all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "Op", "SyncWaiter"]
+
+logger = logging.getLogger("aperion_event_bus.storage")
+
+#: A handler returns this for an op that has more work to do in a later batch.
+RESUBMIT: Final = object()
+
+#: ``handler(conn, args_of_consecutive_ops) -> one result per op`` (an exception
+#: instance as a result fails just that op).
+BatchHandler = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+
+
+class SyncWaiter:
+    """Blocks a plain thread until the writer settles its op (a pre-acquired lock)."""
+
+    __slots__ = ("_lock", "result")
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+        self.result: Any = None
+
+    def settle(self, result: Any) -> None:
+        self.result = result
+        self._lock.release()
+
+    def wait(self) -> Any:
+        self._lock.acquire()
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+
+class Op:
+    """One unit of queued work: a kind (handler key), its arguments, and who waits."""
+
+    __slots__ = ("args", "future", "kind", "loop", "sync", "weight")
+
+    def __init__(
+        self,
+        kind: str,
+        args: Any,
+        *,
+        future: asyncio.Future[Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        sync: SyncWaiter | None = None,
+        weight: int = 1,
+    ) -> None:
+        self.kind = kind
+        self.args = args
+        self.future = future
+        self.loop = loop
+        self.sync = sync
+        self.weight = weight
+
+
+_STOP: Final = Op("__stop__", None)
+
+
+def _settle_futures(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    """Runs on the caller's loop: complete every future of one batch."""
+    for future, result in items:
+        if future.done():  # the awaiting task was cancelled
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class GroupCommitWriter:
+    """The writer thread. ``submit`` from any thread; ``close`` flushes and joins."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        handlers: Mapping[str, BatchHandler],
+        *,
+        max_batch: int,
+        timer: Callable[[], None] | None = None,
+        timer_interval: float | None = None,
+    ) -> None:
+        self._conn = conn
+        self._path = path
+        self._handlers = dict(handlers)
+        self._max_batch = max_batch
+        self._timer = timer
+        self._timer_interval = timer_interval
+        self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._gate = threading.Lock()  # orders submit() against close()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"aperion-store-writer:{path}", daemon=True
+        )
+        # stats, written by the writer thread only
+        self.transactions = 0
+        self.failed_transactions = 0
+        self.ops = 0
+        self.units: dict[str, int] = {}  # committed op weight per kind
+        self.largest_batch = 0
+        self.loop_callbacks = 0
+
+    # -- caller side ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, op: Op) -> None:
+        """Queue ``op``; raises StoreClosedError once close() has begun."""
+        with self._gate:
+            if self._closing:
+                raise self._closed_error()
+            self._queue.put(op)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit everything queued so far, then stop the thread and close the connection."""
+        with self._gate:
+            if self._closing:
+                return
+            self._closing = True
+            self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._conn.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def thread_ident(self) -> int | None:
+        return self._thread.ident
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def _closed_error(self) -> StoreError:
+        if self._failure is not None:
+            err = StoreError(
+                f"the event store {self._path} stopped after an internal error: {self._failure!r}",
+                self._path,
+            )
+            err.__cause__ = self._failure
+            return err
+        return StoreClosedError(f"the event store {self._path} is closed", self._path)
+
+    # -- writer thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug: fail loudly, never leave waiters hanging
+            logger.exception("event store writer thread crashed")
+            self._failure = exc
+            with self._gate:
+                self._closing = True
+        finally:
+            self._fail_leftovers()
+
+    def _loop(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        max_batch = self._max_batch
+        interval = self._timer_interval if self._timer is not None else None
+        next_tick = time.monotonic() + interval if interval is not None else None
+        while True:
+            try:
+                if next_tick is None:
+                    op = get()
+                else:
+                    op = get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                op = None
+            stop = op is _STOP
+            batch: list[Op] = []
+            if op is not None and not stop:
+                batch.append(op)
+                weight = op.weight
+                while weight < max_batch:
+                    try:
+                        op = get_nowait()
+                    except queue.Empty:
+                        break
+                    if op is _STOP:
+                        stop = True
+                        break
+                    batch.append(op)
+                    weight += op.weight
+            if batch:
+                self._commit(batch, final=stop)
+            if stop:
+                return
+            if next_tick is not None and interval is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + interval
+                assert self._timer is not None
+                try:
+                    self._timer()
+                except Exception:
+                    logger.exception("event store periodic task failed")
+
+    def _commit(self, batch: list[Op], *, final: bool = False) -> None:
+        conn = self._conn
+        handlers = self._handlers
+        n = len(batch)
+        results: list[Any] = [None] * n
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            i = 0
+            while i < n:
+                kind = batch[i].kind
+                j = i + 1
+                while j < n and batch[j].kind == kind:
+                    j += 1
+                out = handlers[kind](conn, [op.args for op in batch[i:j]])
+                if len(out) != j - i:
+                    raise RuntimeError(f"store handler {kind!r} returned {len(out)} results")
+                results[i:j] = out
+                i = j
+            conn.execute("COMMIT")
+            self.transactions += 1
+            self.ops += n
+            units = self.units
+            for op in batch:
+                units[op.kind] = units.get(op.kind, 0) + op.weight
+        except Exception as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.exception("rollback failed on the event store")
+            self.failed_transactions += 1
+            error = translate_error(exc, self._path, "commit to the event store")
+            results = [error] * n
+        self.largest_batch = max(self.largest_batch, n)
+        self._settle(batch, results, final=final)
+
+    def _settle(self, batch: Sequence[Op], results: Sequence[Any], *, final: bool) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for op, result in zip(batch, results, strict=True):
+            if result is RESUBMIT:
+                if not final:
+                    self._queue.put(op)
+                    continue
+                result = getattr(op.args, "partial_result", None)
+            if op.future is not None and op.loop is not None:
+                items = by_loop.get(op.loop)
+                if items is None:
+                    items = by_loop[op.loop] = []
+                items.append((op.future, result))
+            elif op.sync is not None:
+                op.sync.settle(result)
+            elif isinstance(result, BaseException):
+                logger.error("event store %s failed: %s", op.kind, result)
+        for loop, items in by_loop.items():
+            self.loop_callbacks += 1
+            try:
+                loop.call_soon_threadsafe(_settle_futures, items)
+            except RuntimeError:  # that loop is closed; nobody is waiting any more
+                pass
+
+    def _fail_leftovers(self) -> None:
+        error = self._closed_error()
+        leftovers: list[Op] = []
+        while True:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if op is not _STOP:
+                leftovers.append(op)
+        if leftovers:
+            self._settle(leftovers, [error] * len(leftovers), final=True)

@@ -1,0 +1,193 @@
+"""Envelope: immutability, read-only payloads, ids, serialisation."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import pickle
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aperion_event_bus import Event, EventBus, SerializationError, ValidationError
+from aperion_event_bus._ids import new_event_id
+
+
+def test_event_is_immutable_and_payload_read_only() -> None:
+    original = {"user": {"id": 1, "tags": ["a"]}}
+    event = Event("user.created", original)
+    with pytest.raises(AttributeError):
+        event.event_type = "x.y"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="read-only"):
+        event.payload["user"] = 2
+    with pytest.raises(TypeError):
+        event.payload["user"]["tags"].append("b")
+    original["user"]["tags"].append("mutated")  # the publisher's later change
+    assert event.payload["user"]["tags"] == ["a"]
+    assert isinstance(event.payload, dict)
+    assert copy.deepcopy(event.payload) == {"user": {"id": 1, "tags": ["a"]}}
+    assert type(copy.deepcopy(event.payload)) is dict
+
+
+def test_1x_positional_signature_and_defaults() -> None:
+    event = Event("a.b", {"x": 1}, 123.5, "evt_custom", "svc", "cid")
+    assert (event.timestamp, event.event_id, event.source, event.correlation_id) == (
+        123.5,
+        "evt_custom",
+        "svc",
+        "cid",
+    )
+    fresh = Event("a.b", {})
+    assert fresh.event_id.startswith("evt_")
+    assert fresh.causation_id is None and fresh.traceparent is None
+
+
+def test_to_jsonl_key_order_and_roundtrip() -> None:
+    event = Event("a.b", {"x": 1}, 1.0, "evt_1", "src", "cid", causation_id="evt_0")
+    line = event.to_jsonl()
+    assert "\n" not in line
+    keys = list(json.loads(line))
+    assert keys[:6] == ["event_type", "payload", "timestamp", "event_id", "source", "correlation_id"]
+    assert Event.from_jsonl(line) == event
+
+
+def test_from_jsonl_requires_first_four_keys() -> None:
+    with pytest.raises(ValidationError, match="timestamp"):
+        Event.from_jsonl('{"event_type": "a.b", "payload": {}, "event_id": "evt_1"}')
+    minimal = Event.from_jsonl('{"event_type":"a.b","payload":{},"timestamp":1,"event_id":"e"}')
+    assert minimal.source is None and minimal.correlation_id is None
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def test_non_json_values_serialise_in_documented_forms() -> None:
+    when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+    uid = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    event = Event(
+        "a.b",
+        {
+            "when": when,
+            "day": dt.date(2024, 5, 1),
+            "id": uid,
+            "price": decimal.Decimal("9.99"),
+            "tags": {"b", "a"},
+            "raw": b"\x00\x01",
+            "color": Color.RED,
+            "point": Point(1, 2),
+        },
+    )
+    data = json.loads(event.to_jsonl())["payload"]
+    assert data["when"].startswith("2024-05-01T12:00:00")
+    assert data["day"] == "2024-05-01"
+    assert data["id"] == str(uid)
+    assert data["price"] == "9.99"
+    assert data["tags"] == ["a", "b"]
+    assert data["raw"] == "AAE="
+    assert data["color"] == "red"
+    assert data["point"] == {"x": 1, "y": 2}
+    # handlers see the real objects (dataclasses become read-only dicts)
+    assert event.payload["when"] == when and event.payload["point"] == {"x": 1, "y": 2}
+
+
+def test_pydantic_model_value_is_serialised() -> None:
+    pydantic = pytest.importorskip("pydantic")
+
+    class Address(pydantic.BaseModel):
+        city: str
+
+    event = Event("a.b", {"address": Address(city="Oslo")})
+    assert json.loads(event.to_jsonl())["payload"]["address"] == {"city": "Oslo"}
+
+
+def test_unserialisable_value_fails_at_publish_with_path() -> None:
+    class Opaque:
+        pass
+
+    with pytest.raises(SerializationError, match=r"payload\['items'\]\[1\]"):
+        Event("a.b", {"items": [1, Opaque()]})
+    bus = EventBus()
+    try:
+        with pytest.raises(SerializationError, match="Opaque"):
+            bus.emit("a.b", {"x": Opaque()})
+    finally:
+        bus.shutdown(1)
+
+
+def test_pickle_and_copy_keep_equality() -> None:
+    event = Event("a.b", {"n": [1, 2]}, correlation_id="c")
+    assert pickle.loads(pickle.dumps(event)) == event
+    assert copy.copy(event) is event
+    assert event.replace(source="x").source == "x"
+    with pytest.raises(TypeError, match="unknown"):
+        event.replace(nope=1)
+
+
+def test_ids_unique_and_time_ordered() -> None:
+    ids = [new_event_id() for _ in range(50_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(i.startswith("evt_") for i in ids[:10])
+
+
+def test_two_buses_publishing_in_same_millisecond_never_share_ids() -> None:
+    a, b = EventBus(), EventBus()
+    try:
+        ids = []
+        for _ in range(2000):
+            ids.append(a.emit("x.y", {}))
+            ids.append(b.emit("x.y", {}))
+        assert len(set(ids)) == len(ids)
+    finally:
+        a.shutdown(1)
+        b.shutdown(1)
+
+
+def test_ids_unique_across_processes() -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(2) as pool:
+        batches = pool.map(_make_ids, [2000, 2000])
+    batches.append(_make_ids(2000))
+    flat = [i for batch in batches for i in batch]
+    assert len(set(flat)) == len(flat)
+
+
+def _make_ids(n: int) -> list[str]:
+    return [new_event_id() for _ in range(n)]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text() | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    event_type=st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z][a-z0-9_]{0,8}){1,3}", fullmatch=True),
+    payload=st.dictionaries(st.text(max_size=10), json_values, max_size=6),
+    source=st.none() | st.text(max_size=20),
+    correlation_id=st.none() | st.text(max_size=40),
+)
+def test_jsonl_roundtrip_property(
+    event_type: str, payload: dict, source: str | None, correlation_id: str | None
+) -> None:
+    event = Event(event_type, payload, source=source, correlation_id=correlation_id)
+    back = Event.from_jsonl(event.to_jsonl())
+    assert back == event
+    assert back.to_jsonl() == event.to_jsonl()
