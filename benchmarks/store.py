@@ -2,6 +2,7 @@
 
     python benchmarks/store.py                  # NORMAL and FULL, default sizes
     python benchmarks/store.py --sync NORMAL --events 300000 --concurrency 1000
+    python benchmarks/store.py --sync NORMAL --concurrency 150 --repeat 3   # the latency profile
 
 For each ``synchronous`` level it measures, on a fresh database in a temporary dir:
 
@@ -14,6 +15,13 @@ For each ``synchronous`` level it measures, on a fresh database in a temporary d
 * replay: ``iter_events`` and ``aiter_events`` over everything stored -> events/s.
 
 Events are created before timing starts, so the numbers are the store's cost.
+``--repeat N`` runs the closed and open loops N times each (on the same store):
+on a shared machine single runs are noisy. Each run also prints the WAL checkpoints
+the writer ran and the largest ``-wal`` file seen (sampled every 10 ms).
+
+Commit latency is bounded below by Little's law: with C appenders in flight at
+R events/s it is at least C / R on average (1,000 appenders at 50,000/s: 20 ms), so
+latency targets are measured with 100-200 appenders or with the open loop.
 """
 
 from __future__ import annotations
@@ -49,6 +57,38 @@ def make_events(n: int) -> list[Event]:
         )
         for i in range(n)
     ]
+
+
+class WalWatch:
+    """Samples the ``-wal`` file size and the writer's checkpoint count during a run."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+        self._checkpoints = 0
+
+    async def _run(self) -> None:
+        wal = self.store.path + "-wal"
+        while True:
+            try:
+                self.peak = max(self.peak, os.path.getsize(wal))
+            except OSError:
+                pass
+            await asyncio.sleep(0.01)
+
+    def __enter__(self) -> WalWatch:
+        self._checkpoints = self.store.stats().checkpoints
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def summary(self) -> str:
+        checkpoints = self.store.stats().checkpoints - self._checkpoints
+        return f"{checkpoints} checkpoints, WAL file peak {self.peak / 1e6:.1f} MB"
 
 
 class Ticker:
@@ -93,7 +133,7 @@ async def closed_loop(store: SQLiteStore, events: list[Event], concurrency: int)
 
     before = store.stats()
     await asyncio.sleep(0.05)
-    with Ticker() as ticker:
+    with Ticker() as ticker, WalWatch(store) as wal:
         await asyncio.sleep(0.01)
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -107,7 +147,7 @@ async def closed_loop(store: SQLiteStore, events: list[Event], concurrency: int)
     )
     print(
         f"    commit latency p50 {pct(latencies, 0.5) * 1e3:.2f} ms, "
-        f"p99 {pct(latencies, 0.99) * 1e3:.2f} ms; {ticker.summary()}"
+        f"p99 {pct(latencies, 0.99) * 1e3:.2f} ms; {ticker.summary()}; {wal.summary()}"
     )
 
 
@@ -128,7 +168,7 @@ async def open_loop(store: SQLiteStore, events: list[Event], rate: float) -> Non
 
     sent = 0
     in_flight: set[asyncio.Task[None]] = set()
-    with Ticker() as ticker:
+    with Ticker() as ticker, WalWatch(store) as wal:
         start = time.perf_counter()
         while sent < len(events):
             due = min(len(events), int((time.perf_counter() - start) * rate))
@@ -145,7 +185,7 @@ async def open_loop(store: SQLiteStore, events: list[Event], rate: float) -> Non
     print(
         f"  open loop at {rate:,.0f} events/s offered: achieved {len(events) / elapsed:,.0f} events/s; "
         f"commit latency p50 {pct(latencies, 0.5) * 1e3:.2f} ms, "
-        f"p99 {pct(latencies, 0.99) * 1e3:.2f} ms; {ticker.summary()}"
+        f"p99 {pct(latencies, 0.99) * 1e3:.2f} ms; {ticker.summary()}; {wal.summary()}"
     )
 
 
@@ -185,14 +225,19 @@ async def run(sync: str, args: argparse.Namespace, directory: str) -> None:
     print(f"synchronous={sync}")
     with SQLiteStore(path, synchronous=sync, max_batch=args.max_batch) as store:  # type: ignore[arg-type]
         await store.append_many(make_events(2000), ("warmup",))  # warm-up, not timed
-        events = make_events(n)
-        open_events = make_events(min(n, int(args.rate * 3))) if args.rate > 0 else []
+        runs = [make_events(n) for _ in range(args.repeat)]
+        open_runs = (
+            [make_events(min(n, int(args.rate * 3))) for _ in range(args.repeat)]
+            if args.rate > 0
+            else []
+        )
         if args.gc_freeze:
             gc.collect()
             gc.freeze()  # the benchmark's own pre-made events are not the store's garbage
-        await closed_loop(store, events, args.concurrency)
-        await acks(store, events)
-        if args.rate > 0:
+        for events in runs:
+            await closed_loop(store, events, args.concurrency)
+            await acks(store, events)
+        for open_events in open_runs:
             await open_loop(store, open_events, args.rate)
         await replay(store)
         size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
@@ -207,6 +252,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=50_000, help="open-loop rate; 0 skips it")
     parser.add_argument("--max-batch", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the closed and open loop")
     parser.add_argument(
         "--no-gc-freeze",
         dest="gc_freeze",

@@ -64,7 +64,8 @@ try:  # pragma: no cover - exercised when the orjson extra is installed
     def dumps(obj: Any) -> str:
         """Compact JSON text for ``obj`` (documented fallbacks for non-JSON values)."""
         try:
-            return _orjson.dumps(obj, default=json_default, option=_OPTS).decode("utf-8")
+            text: str = _orjson.dumps(obj, default=json_default, option=_OPTS).decode("utf-8")
+            return text
         except _orjson.JSONEncodeError as exc:
             cause = exc.__cause__
             if isinstance(cause, SerializationError):

@@ -37,6 +37,9 @@ logger = logging.getLogger("aperion_event_bus.bus")
 HANDLER_ERROR_EVENT = "system.handler_error"
 F = TypeVar("F", bound=Callable[..., Any])
 _time = time.time
+_running_loop = asyncio._get_running_loop
+_current_event_get = _current_event.get
+_correlation_get = _correlation_id.get
 _DROPPED_ID = ""
 
 
@@ -113,6 +116,7 @@ class EventBus:
         self._bind_lock = threading.Lock()
         self._closing = False
         self._closed = False
+        self._slow_publish = self.validator is not None  # hooks that the hot path skips
         self._stats_lock = threading.Lock()
         self._published = 0
         self._failures = 0
@@ -147,7 +151,7 @@ class EventBus:
         d = self._dispatcher
         for sub in self._registry.all():
             sub._lane = None
-        lost = d.pending
+        lost = d.reset_pending()
         if lost:
             logger.warning(
                 "bus %s: the event loop it ran on was closed with %d event(s) unfinished; "
@@ -155,8 +159,6 @@ class EventBus:
                 self.name,
                 lost,
             )
-            with d._lock:
-                d.pending = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -458,8 +460,54 @@ class EventBus:
         when called from async code (it must not block the loop); use
         ``await bus.publish(..., wait=False)`` there. From a plain thread it waits.
         """
+        d = self._dispatcher
+        if (
+            type(event) is str
+            and type(payload) is dict
+            and event
+            and not self._slow_publish
+            and event not in self._schemas
+            and d.loop is not None
+            and _running_loop() is d.loop
+            and not d._bounded
+        ):
+            # Hot path: on the bus loop, unbounded, plain type + dict payload.
+            ev = self._quick_event(event, payload, source, correlation_id, causation_id)
+            self._published += 1
+            subs = self._registry.match(event)
+            if subs:
+                next(d._acc)
+                d._dispatch(_Chain(ev, subs, copy_context(), None, None))
+            return ev
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
         return ev if self._submit(ev, subs) else None
+
+    def _quick_event(
+        self,
+        event_type: str,
+        payload: dict[str, Any],
+        source: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> Event:
+        """Envelope for the hot path (no validator, no typed schema, no tracing)."""
+        parent = _current_event_get()
+        if correlation_id is None:
+            correlation_id = _correlation_get()
+            if correlation_id is None and parent is not None:
+                correlation_id = parent.correlation_id
+        if causation_id is None and parent is not None:
+            causation_id = parent.event_id
+        event_id = new_event_id()
+        return _make_event(
+            event_type,
+            freeze_payload(payload),
+            _time(),
+            event_id,
+            source,
+            correlation_id if correlation_id is not None else event_id,
+            causation_id,
+        )
 
     def _submit(self, ev: Event, subs: tuple[Subscription, ...]) -> bool:
         d = self._ensure_loop()
@@ -541,7 +589,7 @@ class EventBus:
         still running, and release threads. Returns True if everything finished."""
         if self._closed:
             return True
-        self._closing = True
+        self._closing = self._slow_publish = True
         drained = await self.drain(timeout)
         d = self._dispatcher
         loop = d.loop
@@ -708,14 +756,14 @@ class EventBus:
         d = self._dispatcher
         loop = d.loop
         if loop is None or loop.is_closed():
-            self._closing = True
+            self._closing = self._slow_publish = True
             self._finish_close(True)
             return
         here = running_loop()
         if here is not None:
             here.create_task(self.close(timeout))
             return
-        self._closing = True
+        self._closing = self._slow_publish = True
         if not loop.is_running():  # the application's loop, idle now: run the drain on it
             drained = loop.run_until_complete(self._drain_and_stop(timeout))
             self._finish_close(drained)

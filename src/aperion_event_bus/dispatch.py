@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import itertools
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ __all__ = ["Dispatcher", "OverflowPolicy"]
 
 logger = logging.getLogger("aperion_event_bus.dispatch")
 _perf = time.perf_counter
+_running_loop = asyncio._get_running_loop
 
 QUEUED, STARTED, DROPPED, DONE = 0, 1, 2, 3
 _MAX_BATCH = 256
@@ -180,6 +182,12 @@ class _Waiter:
             self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
+def _count_of(counter: itertools.count[int]) -> int:
+    """Current value of an itertools.count without advancing it."""
+    args: Any = counter.__reduce__()[1]
+    return int(args[0])
+
+
 def _resolve(fut: asyncio.Future[Any] | None, value: Any = None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(value)
@@ -237,16 +245,19 @@ class Dispatcher:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
         self._lock = threading.Lock()
-        self.pending = 0
+        self._bounded = max_pending is not None
+        self._pending = 0  # bounded mode: exact count under the lock
+        self._acc = itertools.count()  # admissions (lock-free when unbounded)
+        self._fin = itertools.count()  # releases
         self._blocked: deque[_Waiter] = deque()
-        self._queued: deque[_Chain] | None = deque() if policy is OverflowPolicy.DROP_OLDEST else None
+        self._queued: deque[_Chain] | None = (
+            deque() if policy is OverflowPolicy.DROP_OLDEST and max_pending is not None else None
+        )
         self._idle_waiters: list[Callable[[], None]] = []
         self._ingress: deque[_Chain] = deque()
         self._ingress_scheduled = False
         self._lanes: set[_Lane] = set()
         self.dropped = 0
-        self.accepted = 0
-        self.inflight = 0
 
     # ------------------------------------------------------------------ binding
     def bind(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
@@ -257,18 +268,46 @@ class Dispatcher:
         self._ingress_scheduled = False
 
     def on_loop_thread(self) -> bool:
-        return self.loop_thread == threading.get_ident()
+        """True when called from code running on the bus loop (in its thread)."""
+        loop = self.loop
+        return loop is not None and _running_loop() is loop
 
     # ---------------------------------------------------------------- admission
+    @property
+    def pending(self) -> int:
+        """Accepted events whose handlers have not all finished."""
+        if self._bounded:
+            return self._pending
+        return _count_of(self._acc) - _count_of(self._fin)
+
+    @property
+    def accepted(self) -> int:
+        return _count_of(self._acc)
+
+    def reset_pending(self) -> int:
+        """Forget unfinished events (their loop died); returns how many there were."""
+        with self._lock:
+            lost = self.pending
+            self._pending = 0
+            self._fin = itertools.count(_count_of(self._acc))
+            waiters, self._blocked = list(self._blocked), deque()
+        for waiter in waiters:
+            waiter.grant(None)
+        return lost
+
     def try_admit(self, chain: _Chain) -> bool | None:
         """Count ``chain`` as pending. True: admitted. False: dropped (DROP).
         None: must wait for a slot (BLOCK). Raises BackpressureError (RAISE)."""
+        if not self._bounded:
+            next(self._acc)
+            return True
         victim: _Chain | None = None
         with self._lock:
             limit = self.max_pending
-            if limit is None or self.pending < limit:
-                self.pending += 1
-                self.accepted += 1
+            assert limit is not None
+            if self._pending < limit:
+                self._pending += 1
+                next(self._acc)
                 if self._queued is not None:
                     self._queued.append(chain)
                 return True
@@ -277,17 +316,18 @@ class Dispatcher:
                 return None
             if policy is OverflowPolicy.RAISE:
                 raise BackpressureError(
-                    f"{self.pending} events are pending (max_pending_events={limit}); "
+                    f"{self._pending} events are pending (max_pending_events={limit}); "
                     f"{chain.event.event_type} was refused. Slow down, raise the limit, or use "
                     "overflow_policy='block' with `await bus.publish(...)`.",
-                    self.pending,
+                    self._pending,
                     limit,
                 )
             if policy is OverflowPolicy.DROP_OLDEST:
                 victim = self._pop_oldest_queued()
                 if victim is not None:
                     self._queued.append(chain)  # type: ignore[union-attr]
-                    self.accepted += 1
+                    next(self._acc)
+                    next(self._fin)  # the victim's slot is now the new event's
             self.dropped += 1
         if victim is None:
             chain.state = DROPPED
@@ -321,33 +361,34 @@ class Dispatcher:
 
     def admit_forced(self) -> None:
         """Count an event that bypasses backpressure (system events, waited emits)."""
+        if self._bounded:
+            with self._lock:
+                self._pending += 1
+        next(self._acc)
+
+    def _take_slot_or_queue(self, waiter: _Waiter) -> bool:
+        """Take a free slot (True) or queue ``waiter`` for the next one (False)."""
         with self._lock:
-            self.pending += 1
-            self.accepted += 1
+            assert self.max_pending is not None
+            if self._pending < self.max_pending:
+                self._pending += 1
+                next(self._acc)
+                return True
+            self._blocked.append(waiter)
+            return False
 
     def admit_blocking(self, chain: _Chain) -> None:
         """BLOCK policy from a plain thread: wait until a slot is handed over."""
         waiter = _Waiter(None)
-        with self._lock:
-            if self.max_pending is None or self.pending < self.max_pending:
-                self.pending += 1
-                self.accepted += 1
-                return
-            self._blocked.append(waiter)
-        assert waiter.event is not None
-        waiter.event.wait()
-        self.accepted += 1
+        if not self._take_slot_or_queue(waiter):
+            assert waiter.event is not None
+            waiter.event.wait()
 
     async def admit_async(self, chain: _Chain) -> None:
         """BLOCK policy from a coroutine: await a slot without blocking any loop."""
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop)
-        with self._lock:
-            if self.max_pending is None or self.pending < self.max_pending:
-                self.pending += 1
-                self.accepted += 1
-                return
-            self._blocked.append(waiter)
+        waiter = _Waiter(asyncio.get_running_loop())
+        if self._take_slot_or_queue(waiter):
+            return
         assert waiter.future is not None
         try:
             await waiter.future
@@ -358,23 +399,35 @@ class Dispatcher:
                     raise
             self.release()  # the slot arrived as we were cancelled: give it back
             raise
-        self.accepted += 1
 
     def release(self) -> None:
         """A pending event finished: hand its slot to a blocked publisher or free it."""
+        next(self._fin)
+        if not self._bounded:
+            if self._idle_waiters:
+                self._wake_idle()
+            return
         handoff: _Waiter | None = None
         with self._lock:
             if self._blocked:
                 handoff = self._blocked.popleft()
+                next(self._acc)  # the slot passes straight to the waiting publisher
             else:
-                self.pending -= 1
-                idle = self.pending == 0
+                self._pending -= 1
         if handoff is not None:
             handoff.grant(self.loop)
-        elif idle and self._idle_waiters:
+        elif self._idle_waiters:
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        if not self._bounded and _count_of(self._acc) != _count_of(self._fin):
+            return  # cheap pre-check; confirmed under the lock below
+        with self._lock:
+            if self.pending != 0:
+                return
             waiters, self._idle_waiters = self._idle_waiters, []
-            for wake in waiters:
-                wake()
+        for wake in waiters:
+            wake()
 
     # ----------------------------------------------------------------- enqueue
     def enqueue(self, chain: _Chain) -> None:
@@ -400,6 +453,14 @@ class Dispatcher:
         if chain.state == DROPPED:
             return
         subs = chain.subs
+        if len(subs) == 1:
+            lane = subs[0]._lane
+            if lane is None or lane.closing:
+                lane = self._open_lane(subs[0])
+            lane.mailbox.append(chain)
+            if lane.waiter is not None:
+                lane.wake()
+            return
         for sub in subs:
             lane = sub._lane
             if lane is None or lane.closing:
@@ -474,23 +535,93 @@ class Dispatcher:
 
     async def _async_worker(self, lane: _Lane) -> None:
         sub = lane.sub
+        mailbox = lane.mailbox
         runnable = self._runnable
+        advance = self._advance
         while True:
             chain = runnable(lane)
             if chain is None:
-                if lane.closing and not lane.mailbox:
+                if lane.closing and not mailbox:
                     self._lanes.discard(lane)
                     return
                 await self._wait(lane)
                 continue
+            handler = sub._strong or sub.handler
+            if handler is None or lane.closing:
+                advance(chain)
+                continue
             lane.running += 1
+            if (
+                chain.results is None
+                and sub.schema is None
+                and not sub.retries
+                and self.span is None
+                and self.observer is None
+            ):
+                # Fast path: step the handler once in the event's context; most
+                # handlers finish without suspending, so no timer or frame is needed.
+                event = chain.event
+                ctx = chain.ctx if len(chain.subs) == 1 else chain.ctx.copy()
+                start = _perf()
+                try:
+                    coro = ctx.run(_enter, handler, event, event)
+                    if type(coro) is not CoroutineType:
+                        coro = _await_any(coro)
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration:
+                    pass
+                except Exception as exc:
+                    self.on_failure(sub, event, exc, False, 1, _perf() - start)
+                else:
+                    try:
+                        outcome = await self._finish_async(sub, ctx, coro, yielded, event, start)
+                    finally:
+                        lane.running -= 1
+                    self._settle(sub, chain, outcome)
+                    advance(chain)
+                    continue
+                lane.running -= 1
+                advance(chain)
+                continue
             try:
-                handler = sub.handler
-                if handler is not None and not lane.closing:
-                    await self._deliver_async(sub, handler, chain)
+                await self._deliver_async(sub, handler, chain)
             finally:
                 lane.running -= 1
-            self._advance(chain)
+            advance(chain)
+
+    async def _finish_async(
+        self,
+        sub: Subscription,
+        ctx: Context,
+        coro: Any,
+        yielded: Any,
+        event: Event,
+        start: float,
+    ) -> Outcome:
+        """Slow path of the fast path: the handler suspended; finish it under its timeout."""
+        timeout = self.timeout_of(sub)
+        try:
+            if timeout is None:
+                return (await drive(ctx, coro, yielded), None, False, _perf() - start, 1)
+            value, timed_out = await self._drive_with_timeout(ctx, coro, yielded, start + timeout)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return (None, exc, False, _perf() - start, 1)
+        except Exception as exc:
+            return (None, exc, False, _perf() - start, 1)
+        if timed_out:
+            return (None, self._timeout_error(sub, event, timeout), True, _perf() - start, 1)
+        return (value, None, False, _perf() - start, 1)
+
+    def _timeout_error(self, sub: Subscription, event: Event, timeout: float) -> HandlerTimeoutError:
+        return HandlerTimeoutError(
+            f"async handler {sub.handler_name} exceeded its {timeout}s timeout for "
+            f"{event.event_type} {event.event_id} and was cancelled",
+            sub.handler_name,
+            event.event_id,
+        )
 
     async def _sync_worker(self, lane: _Lane) -> None:
         sub = lane.sub
@@ -684,13 +815,7 @@ class Dispatcher:
                             own, coro, yielded, start + timeout
                         )
                         if timed_out:
-                            error = HandlerTimeoutError(
-                                f"async handler {sub.handler_name} exceeded its {timeout}s "
-                                f"timeout for {event.event_type} {event.event_id} and was "
-                                "cancelled",
-                                sub.handler_name,
-                                event.event_id,
-                            )
+                            error = self._timeout_error(sub, event, timeout)
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -742,6 +867,9 @@ class Dispatcher:
 
     # --------------------------------------------------------- chain progress
     def _advance(self, chain: _Chain) -> None:
+        if len(chain.subs) == 1:
+            self._finish(chain)
+            return
         if self.parallel:
             chain.remaining -= 1
             if chain.remaining == 0:

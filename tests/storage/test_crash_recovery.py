@@ -31,7 +31,7 @@ def _run_and_kill(db: Path, synchronous: str, seed: int, rng: random.Random) -> 
         stderr=subprocess.PIPE,
         env=env,
     )
-    assert child.stdout is not None
+    assert child.stdout is not None and child.stderr is not None
     try:
         first = child.stdout.readline()
         assert first.startswith(b"READY"), first + child.stderr.read()

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -74,7 +74,7 @@ async def test_append_round_trips_every_field(store: SQLiteStore) -> None:
     assert got == e
     assert got is not None and got.timestamp == e.timestamp
     with pytest.raises(TypeError):
-        got.payload["total"] = 1  # type: ignore[index]
+        cast(Any, got.payload)["total"] = 1
     assert store.get_event("evt_missing") is None
     assert store.count_events() == 1
 
@@ -147,6 +147,60 @@ async def test_group_commit_batches_concurrent_appends(db_path: Path) -> None:
     assert after.largest_batch <= 500
     # one call_soon_threadsafe per batch for the single loop, not one per event
     assert after.loop_callbacks - before.loop_callbacks == transactions
+
+
+async def test_large_batch_settles_in_chunks_without_losing_a_waiter(db_path: Path) -> None:
+    from aperion_event_bus.storage._writer import SETTLE_CHUNK
+
+    with SQLiteStore(db_path, max_batch=5 * SETTLE_CHUNK) as store:
+        results = await asyncio.gather(
+            *(store.append(ev(n=i), ["sub"]) for i in range(6 * SETTLE_CHUNK)),
+            return_exceptions=True,
+        )
+        assert results == [None] * (6 * SETTLE_CHUNK)
+        assert store.stats().largest_batch > SETTLE_CHUNK
+        assert store.pending_count("sub") == 6 * SETTLE_CHUNK
+
+
+async def test_writer_checkpoints_between_batches_and_bounds_the_wal(db_path: Path) -> None:
+    from aperion_event_bus.storage import _wal
+
+    wal_file = Path(str(db_path) + "-wal")
+    with SQLiteStore(db_path) as store:
+        writer = store._writer
+        assert writer is not None
+        # SQLite's own checkpoint (inside a commit) is off: the writer runs them.
+        assert writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        page_size = writer._conn.execute("PRAGMA page_size").fetchone()[0]
+        peak = 0
+        for _ in range(12):  # sustained: the queue is rarely empty
+            await asyncio.gather(
+                *(store.append(ev(n=i, source="x" * 200), ["sub"]) for i in range(1500))
+            )
+            peak = max(peak, wal_file.stat().st_size)
+        stats = store.stats()
+        assert stats.checkpoints >= 3
+        # bounded: a checkpoint at FORCE_PAGES at the latest, plus one batch of frames
+        assert peak <= (_wal.FORCE_PAGES + 2000) * (page_size + 24), peak
+        assert store.count_events() == 12 * 1500
+        # an idle writer checkpoints what is left
+        deadline = time.monotonic() + 5
+        while store.stats().wal_pages and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert store.stats().wal_pages == 0
+        assert store.stats().checkpoints > stats.checkpoints
+
+
+async def test_checkpoints_without_the_shm_file_use_an_estimate(db_path: Path) -> None:
+    with SQLiteStore(db_path) as store:
+        writer = store._writer
+        assert writer is not None
+        writer._wal.close()  # as if the -shm file could not be read
+        before = store.stats().checkpoints
+        for _ in range(4):
+            await store.append_many([ev(n=i) for i in range(400)], ["sub"])
+        assert store.stats().checkpoints > before
+        assert store.count_events() == 1600
 
 
 def test_group_commit_batches_sync_threads(store: SQLiteStore) -> None:

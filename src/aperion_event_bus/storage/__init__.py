@@ -1,5 +1,24 @@
-"""Storage: the JSONL audit log (and, beside it, the embedded SQLite store)."""
+"""Storage: the redacted JSONL audit log and the embedded durable SQLite store."""
 
 from .audit_log import AuditLogger, RedactorLike
+from .sqlite import (
+    CompactionReport,
+    SQLiteDLQBackend,
+    SQLiteStore,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreStats,
+)
 
-__all__ = ["AuditLogger", "RedactorLike"]
+__all__ = [
+    "AuditLogger",
+    "CompactionReport",
+    "RedactorLike",
+    "SQLiteDLQBackend",
+    "SQLiteStore",
+    "StoreClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreStats",
+]

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from ._connections import translate_error
 from ._errors import StoreClosedError, StoreError
+from ._wal import IDLE_SECONDS, WalCheckpointer
 
 __all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "Op", "SyncWaiter"]
 
@@ -91,10 +92,21 @@ class Op:
 
 _STOP: Final = Op("__stop__", None)
 
+#: Futures completed per loop callback. Completing a future schedules its task, and
+#: the loop runs every task made ready in one iteration before it looks at timers
+#: again; settling a batch of 1,000 in one go would stall the loop for all 1,000
+#: task steps. In chunks, each iteration runs at most this many.
+SETTLE_CHUNK: Final = 128
 
-def _settle_futures(items: list[tuple[asyncio.Future[Any], Any]]) -> None:
-    """Runs on the caller's loop: complete every future of one batch."""
-    for future, result in items:
+
+def _settle_futures(items: list[tuple[asyncio.Future[Any], Any]], start: int = 0) -> None:
+    """Runs on the caller's loop: complete the futures of one batch, a chunk per call."""
+    end = len(items)
+    if end - start > SETTLE_CHUNK:
+        end = start + SETTLE_CHUNK
+        asyncio.get_running_loop().call_soon(_settle_futures, items, end)
+    for i in range(start, end):
+        future, result = items[i]
         if future.done():  # the awaiting task was cancelled
             continue
         if isinstance(result, BaseException):
@@ -123,6 +135,7 @@ class GroupCommitWriter:
         self._timer = timer
         self._timer_interval = timer_interval
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._wal = WalCheckpointer(conn, path)
         self._gate = threading.Lock()  # orders submit() against close()
         self._closing = False
         self._failure: BaseException | None = None
@@ -159,6 +172,7 @@ class GroupCommitWriter:
         if self._thread.is_alive():
             self._thread.join(timeout)
         if not self._thread.is_alive():
+            self._wal.close()
             self._conn.close()
 
     @property
@@ -172,6 +186,14 @@ class GroupCommitWriter:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def checkpoints(self) -> int:
+        return self._wal.checkpoints
+
+    def wal_pages(self) -> int:
+        """WAL pages appended since the writer's last checkpoint."""
+        return self._wal.pages_since_checkpoint()
 
     def _closed_error(self) -> StoreError:
         if self._failure is not None:
@@ -199,19 +221,28 @@ class GroupCommitWriter:
     def _loop(self) -> None:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
+        empty = self._queue.empty
+        wal = self._wal
         max_batch = self._max_batch
         interval = self._timer_interval if self._timer is not None else None
         next_tick = time.monotonic() + interval if interval is not None else None
+        dirty = wal.dirty  # WAL pages not yet checkpointed: wake up when idle
+        last_active = time.monotonic()
         while True:
+            if next_tick is None and not dirty:
+                timeout: float | None = None
+            else:
+                timeout = max(0.0, last_active + IDLE_SECONDS - time.monotonic()) if dirty else None
+                if next_tick is not None:
+                    until_tick = max(0.0, next_tick - time.monotonic())
+                    timeout = until_tick if timeout is None else min(timeout, until_tick)
             try:
-                if next_tick is None:
-                    op = get()
-                else:
-                    op = get(timeout=max(0.0, next_tick - time.monotonic()))
+                op: Op | None = get() if timeout is None else get(timeout=timeout)
             except queue.Empty:
                 op = None
             stop = op is _STOP
             batch: list[Op] = []
+            weight = 0
             if op is not None and not stop:
                 batch.append(op)
                 weight = op.weight
@@ -229,6 +260,17 @@ class GroupCommitWriter:
                 self._commit(batch, final=stop)
             if stop:
                 return
+            # Checkpoint after the batch's waiters were woken, never inside a commit.
+            try:
+                if batch:
+                    wal.after_commit(weight, empty())
+                    last_active = time.monotonic()
+                elif dirty and time.monotonic() - last_active >= IDLE_SECONDS:
+                    wal.idle()
+                dirty = wal.dirty
+            except Exception:
+                logger.exception("event store checkpoint failed")
+                dirty = False
             if next_tick is not None and interval is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + interval
                 assert self._timer is not None

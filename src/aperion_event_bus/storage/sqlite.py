@@ -61,7 +61,9 @@ class StoreStats:
     ``transactions``: commits (one per batch); ``ops``: queued operations committed;
     ``events_written``: append units (events) in those ops; ``largest_batch``: most
     ops in one transaction; ``loop_callbacks``: ``call_soon_threadsafe`` calls made to
-    wake event loops (at most one per loop per batch); ``queued``: ops waiting now.
+    wake event loops (at most one per loop per batch); ``queued``: ops waiting now;
+    ``checkpoints``: WAL checkpoints run by the writer between batches (see ``_wal``);
+    ``wal_pages``: WAL pages appended since the last of them.
     """
 
     transactions: int
@@ -71,6 +73,8 @@ class StoreStats:
     largest_batch: int
     loop_callbacks: int
     queued: int
+    checkpoints: int = 0
+    wal_pages: int = 0
 
 
 def _flush(conn: Any, runs: list[Any]) -> list[Any]:
@@ -587,6 +591,8 @@ class SQLiteStore:
             largest_batch=writer.largest_batch,
             loop_callbacks=writer.loop_callbacks,
             queued=writer.queued,
+            checkpoints=writer.checkpoints,
+            wal_pages=writer.wal_pages(),
         )
 
     @property
