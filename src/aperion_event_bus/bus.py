@@ -111,6 +111,8 @@ class EventBus:
             on_failure=self._on_handler_failure,
             on_drop=self._on_drop,
         )
+        self._dispatcher.need_loop = self._ensure_loop
+        self._dispatcher.on_cancelled = self._on_publisher_cancelled
         self.parallel_handlers = parallel_handlers
         self._runtime: LoopThread | None = None
         self._bind_lock = threading.Lock()
@@ -428,14 +430,20 @@ class EventBus:
                     caller_loop.call_soon_threadsafe(_resolve, done)
 
                 chain.notify = notify
+        nested = _current_event_get() is not None  # published from inside a handler
         admitted = d.try_admit(chain)
         if admitted is None:
-            await d.admit_async(chain)
+            if nested:
+                d.admit_forced()  # a handler waiting for a slot it holds itself would deadlock
+            else:
+                await d.admit_async(chain)
         elif admitted is False:
             return PublishResult(ev, accepted=False, dropped_reason="max_pending_events reached")
-        if wait and on_loop and d.lanes_idle(subs):
+        if wait and on_loop and not self.parallel_handlers and (nested or d.lanes_idle(subs)):
             chain.notify = None
             await d.run_direct(chain)
+            if chain.state == 2:  # DROPPED by DROP_OLDEST before it started
+                return PublishResult(ev, accepted=False, dropped_reason="dropped as oldest queued event")
             return PublishResult(ev, True, results or [])
         d.enqueue(chain)
         if done is None:
@@ -516,7 +524,9 @@ class EventBus:
             return True
         chain = _Chain(ev, subs, copy_context(), None, None)
         admitted = d.try_admit(chain)
-        if admitted is None:
+        if admitted is None and _current_event_get() is not None:
+            d.admit_forced()  # inside a handler: never wait for a slot the handler may hold
+        elif admitted is None:
             if running_loop() is not None:
                 from .errors import BackpressureError
 
@@ -574,7 +584,10 @@ class EventBus:
             if threading.get_ident() == caller:
                 _resolve(idle)
             else:
-                loop.call_soon_threadsafe(_resolve, idle)
+                try:
+                    loop.call_soon_threadsafe(_resolve, idle)
+                except RuntimeError:  # the waiting loop is closed: nobody to wake
+                    pass
 
         if not d.add_idle_waiter(wake):
             return True
@@ -582,6 +595,8 @@ class EventBus:
             await asyncio.wait_for(idle, timeout)
         except TimeoutError:
             return False
+        finally:
+            d.remove_idle_waiter(wake)
         return True
 
     async def close(self, timeout: float | None = 30.0) -> bool:
@@ -595,9 +610,9 @@ class EventBus:
         loop = d.loop
         if loop is not None and not loop.is_closed():
             if d.on_loop_thread():
-                await d.stop_lanes()
+                await self._stop_engine()
             else:
-                fut = asyncio.run_coroutine_threadsafe(d.stop_lanes(), loop)
+                fut = asyncio.run_coroutine_threadsafe(self._stop_engine(), loop)
                 await asyncio.wrap_future(fut)
         runtime = self._runtime
         if runtime is not None:
@@ -674,7 +689,8 @@ class EventBus:
         if not subs:
             return results
         ctx = copy_context()
-        if d.loop is not None and not d.lanes_idle(subs):
+        nested = _current_event_get() is not None  # from a handler: run now, never queue
+        if not nested and d.loop is not None and not d.lanes_idle(subs):
             finished = threading.Event()
             chain = _Chain(event, subs, ctx, lambda _c: finished.set(), results)
             d.admit_forced()
@@ -780,8 +796,18 @@ class EventBus:
 
     async def _drain_and_stop(self, timeout: float) -> bool:
         drained = await self.drain(timeout)
-        await self._dispatcher.stop_lanes()
+        await self._stop_engine()
         return drained
+
+    async def _stop_engine(self) -> None:
+        """On the bus loop: cancel lane workers, then release everyone still waiting."""
+        d = self._dispatcher
+        await d.stop_lanes()
+        lost = d.abandon("close/shutdown timeout reached")
+        if lost:
+            logger.warning(
+                "bus %s closed before %d queued event(s) were handled", self.name, lost
+            )
 
     def __enter__(self) -> EventBus:
         return self
@@ -867,6 +893,16 @@ class EventBus:
         d = self._ensure_loop()
         d.admit_forced()
         d.enqueue(_Chain(report, subs, copy_context(), None, None))
+
+    def _on_publisher_cancelled(self, sub: Subscription, event: Event) -> None:
+        logger.warning(
+            "publisher of %s %s was cancelled while handler %s ran it directly; the handler "
+            "was cancelled with it and the remaining handlers run from the queue",
+            event.event_type,
+            event.event_id,
+            sub.handler_name,
+            extra={"event_id": event.event_id, "correlation_id": event.correlation_id},
+        )
 
     def _on_drop(self, event: Event, reason: str) -> None:
         with self._stats_lock:

@@ -19,7 +19,9 @@ and observations go to the callbacks the bus installs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
+import functools
 import inspect
 import itertools
 import logging
@@ -35,7 +37,7 @@ from typing import Any, Protocol
 
 from ._driver import drive
 from .context import _correlation_id, _current_event
-from .errors import BackpressureError, HandlerTimeoutError
+from .errors import BackpressureError, BusClosedError, HandlerTimeoutError
 from .events import Event
 from .results import HandlerResult
 from .subscriptions import Subscription
@@ -131,11 +133,12 @@ class _Chain:
 class _Lane:
     """A subscription's mailbox and the worker task(s) that drain it."""
 
-    __slots__ = ("closing", "mailbox", "running", "sub", "waiter", "workers")
+    __slots__ = ("closing", "dead", "mailbox", "running", "sub", "waiter", "workers")
 
-    def __init__(self, sub: Subscription) -> None:
+    def __init__(self, sub: Subscription, mailbox: deque[_Chain] | None = None) -> None:
         self.sub = sub
-        self.mailbox: deque[_Chain] = deque()
+        self.dead = False  # every worker ended unexpectedly (cancelled from outside)
+        self.mailbox: deque[_Chain] = mailbox if mailbox is not None else deque()
         self.running = 0
         self.waiter: asyncio.Future[None] | None = None
         self.workers: list[asyncio.Task[None]] = []
@@ -156,7 +159,7 @@ class _BatchProgress:
 
     def __init__(self) -> None:
         self.index = 0
-        self.started = _perf()
+        self.started: float | None = None  # None until a pool thread picks the batch up
         self.abandoned = False
         self.outcomes: list[Outcome] = []
 
@@ -164,22 +167,26 @@ class _BatchProgress:
 class _Waiter:
     """A publisher waiting for a slot under the BLOCK policy (thread or coroutine)."""
 
-    __slots__ = ("event", "future", "granted", "loop")
+    __slots__ = ("error", "event", "future", "granted", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.granted = False
+        self.error: BaseException | None = None  # set when the bus closes instead
         self.loop = loop
         self.future: asyncio.Future[None] | None = loop.create_future() if loop else None
         self.event: threading.Event | None = None if loop else threading.Event()
 
     def grant(self, on_loop: asyncio.AbstractEventLoop | None) -> None:
-        self.granted = True
+        """Wake the waiter (``granted`` is already set under the dispatcher lock)."""
         if self.event is not None:
             self.event.set()
         elif self.loop is on_loop and self.loop is not None:
             _resolve(self.future)
         elif self.loop is not None:
-            self.loop.call_soon_threadsafe(_resolve, self.future)
+            try:
+                self.loop.call_soon_threadsafe(_resolve, self.future)
+            except RuntimeError:  # the waiter's loop is gone
+                pass
 
 
 def _count_of(counter: itertools.count[int]) -> int:
@@ -258,6 +265,9 @@ class Dispatcher:
         self._ingress_scheduled = False
         self._lanes: set[_Lane] = set()
         self.dropped = 0
+        self.stopping = False
+        self.need_loop: Callable[[], Any] | None = None  # binds a loop on demand (bus)
+        self.on_cancelled: Callable[[Subscription, Event], None] | None = None
 
     # ------------------------------------------------------------------ binding
     def bind(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
@@ -291,6 +301,15 @@ class Dispatcher:
             self._pending = 0
             self._fin = itertools.count(_count_of(self._acc))
             waiters, self._blocked = list(self._blocked), deque()
+            for waiter in waiters:
+                waiter.granted = True
+            if self._queued is not None:
+                for chain in self._queued:
+                    chain.state = DROPPED
+                self._queued.clear()
+            self._ingress.clear()
+            self._idle_waiters = []
+            self.stopping = False
         for waiter in waiters:
             waiter.grant(None)
         return lost
@@ -308,8 +327,11 @@ class Dispatcher:
             if self._pending < limit:
                 self._pending += 1
                 next(self._acc)
-                if self._queued is not None:
-                    self._queued.append(chain)
+                queued = self._queued
+                if queued is not None:
+                    while queued and queued[0].state != QUEUED:  # started or done: forget
+                        queued.popleft()
+                    queued.append(chain)
                 return True
             policy = self.policy
             if policy is OverflowPolicy.BLOCK:
@@ -383,6 +405,8 @@ class Dispatcher:
         if not self._take_slot_or_queue(waiter):
             assert waiter.event is not None
             waiter.event.wait()
+            if waiter.error is not None:
+                raise waiter.error
 
     async def admit_async(self, chain: _Chain) -> None:
         """BLOCK policy from a coroutine: await a slot without blocking any loop."""
@@ -397,8 +421,11 @@ class Dispatcher:
                 if not waiter.granted:
                     self._blocked.remove(waiter)
                     raise
-            self.release()  # the slot arrived as we were cancelled: give it back
+            if waiter.error is None:
+                self.release()  # the slot arrived as we were cancelled: give it back
             raise
+        if waiter.error is not None:
+            raise waiter.error
 
     def release(self) -> None:
         """A pending event finished: hand its slot to a blocked publisher or free it."""
@@ -409,8 +436,9 @@ class Dispatcher:
             return
         handoff: _Waiter | None = None
         with self._lock:
-            if self._blocked:
+            if self._blocked and not self.stopping:
                 handoff = self._blocked.popleft()
+                handoff.granted = True
                 next(self._acc)  # the slot passes straight to the waiting publisher
             else:
                 self._pending -= 1
@@ -447,23 +475,34 @@ class Dispatcher:
         ingress = self._ingress
         dispatch = self._dispatch
         while ingress:
-            dispatch(ingress.popleft())
+            dispatch(ingress[0])  # stays visible to lanes_idle() until it sits in a mailbox
+            ingress.popleft()
 
     def _dispatch(self, chain: _Chain) -> None:
         if chain.state == DROPPED:
             return
         subs = chain.subs
         if len(subs) == 1:
-            lane = subs[0]._lane
-            if lane is None or lane.closing:
-                lane = self._open_lane(subs[0])
+            sub = subs[0]
+            if not sub.active:
+                self._finish(chain)
+                return
+            lane = sub._lane
+            if lane is None or lane.closing or lane.dead:
+                lane = self._open_lane(sub)
             lane.mailbox.append(chain)
             if lane.waiter is not None:
                 lane.wake()
             return
+        if not all(s.active for s in subs):  # unsubscribed since matching: skip them
+            subs = chain.subs = tuple(s for s in subs if s.active)
+            chain.remaining = len(subs)
+            if not subs:
+                self._finish(chain)
+                return
         for sub in subs:
             lane = sub._lane
-            if lane is None or lane.closing:
+            if lane is None or lane.closing or lane.dead:
                 lane = self._open_lane(sub)
             lane.mailbox.append(chain)
         if self.parallel:
@@ -473,31 +512,58 @@ class Dispatcher:
             subs[0]._lane.wake()
 
     def _open_lane(self, sub: Subscription) -> _Lane:
-        lane = _Lane(sub)
+        old = sub._lane
+        inherited = old.mailbox if old is not None and old.dead and not old.closing else None
+        lane = _Lane(sub, inherited)
+        lane.running = old.running if inherited is not None else 0
         sub._lane = lane
         loop = self.loop
         assert loop is not None
         work = self._async_worker if sub.is_async else self._sync_worker
         for _ in range(sub.concurrency):
-            task = loop.create_task(work(lane), name=f"aperion-lane:{sub.handler_name}")
+            # a fresh context: lanes must not carry the context of whoever opened them
+            task = loop.create_task(
+                work(lane), name=f"aperion-lane:{sub.handler_name}", context=Context()
+            )
+            task.add_done_callback(functools.partial(self._worker_ended, lane))
             lane.workers.append(task)
         self._lanes.add(lane)
         return lane
+
+    def _worker_ended(self, lane: _Lane, task: asyncio.Task[None]) -> None:
+        """A lane worker ended: normal when the lane closed; otherwise it was cancelled
+        from outside (loop shutdown, or a handler cancelling its own task). Keep the
+        mailbox and start a fresh lane unless the bus or the loop is going away."""
+        if lane.closing or self.stopping:
+            return
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("lane worker for %s died", lane.sub.handler_name, exc_info=task.exception())
+        if any(not t.done() for t in lane.workers):
+            return
+        lane.dead = True
+        self._lanes.discard(lane)
+        loop = self.loop
+        if lane.mailbox and lane.sub.active and loop is not None and loop.is_running():
+            self._open_lane(lane.sub)
 
     def close_lane(self, sub: Subscription) -> None:
         """Called after unsubscribe: the lane skips what is left and its workers end."""
         lane = sub._lane
         if lane is not None:
             lane.closing = True
-            if self.loop is not None and not self.loop.is_closed():
+            loop = self.loop
+            if loop is not None and not loop.is_closed():
                 if self.on_loop_thread():
                     lane.wake()
                 else:
-                    self.loop.call_soon_threadsafe(lane.wake)
+                    try:
+                        loop.call_soon_threadsafe(lane.wake)
+                    except RuntimeError:  # loop closed meanwhile
+                        pass
 
     # ------------------------------------------------------------------- lanes
-    def _runnable(self, lane: _Lane) -> _Chain | None:
-        """Pop the head chain if this lane may start it now."""
+    def _take(self, lane: _Lane) -> _Chain | None:
+        """Pop the head chain if this lane may start it now (counted as running)."""
         mailbox = lane.mailbox
         sub = lane.sub
         while mailbox:
@@ -509,9 +575,11 @@ class Dispatcher:
                 return None
             if not self.parallel and chain.subs[chain.idx] is not sub:
                 return None
-            mailbox.popleft()
             if chain.state == QUEUED and not self._start(chain):
+                mailbox.popleft()
                 continue
+            lane.running += 1  # before popping: lanes_idle() in another thread sees it
+            mailbox.popleft()
             return chain
         return None
 
@@ -533,61 +601,83 @@ class Dispatcher:
             fut = lane.waiter = self.loop.create_future()
         await fut
 
+    def _lane_exit(self, lane: _Lane) -> bool:
+        """True when a closing lane has nothing left: the worker may end."""
+        if lane.closing and not lane.mailbox:
+            self._lanes.discard(lane)
+            return True
+        return False
+
+    def _contain(self, sub: Subscription, chain: _Chain, exc: BaseException) -> None:
+        """A BaseException escaped a handler run inside a lane worker.
+
+        Cancellation of the worker, KeyboardInterrupt and SystemExit propagate;
+        anything else is recorded as that handler's failure and the lane goes on.
+        """
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise exc
+        if isinstance(exc, asyncio.CancelledError) and (self.stopping or _being_cancelled()):
+            # The worker itself is cancelled (bus close, loop shutdown, or the handler
+            # cancelled its own task): report the delivery, then let the worker end;
+            # _worker_ended keeps the mailbox for a fresh worker.
+            self._settle(sub, chain, (None, exc, False, 0.0, 1))
+            raise exc
+        self._settle(sub, chain, (None, exc, False, 0.0, 1))
+
     async def _async_worker(self, lane: _Lane) -> None:
         sub = lane.sub
-        mailbox = lane.mailbox
-        runnable = self._runnable
+        take = self._take
         advance = self._advance
         while True:
-            chain = runnable(lane)
+            chain = take(lane)
             if chain is None:
-                if lane.closing and not mailbox:
-                    self._lanes.discard(lane)
+                if self._lane_exit(lane):
                     return
                 await self._wait(lane)
                 continue
             handler = sub._strong or sub.handler
-            if handler is None or lane.closing:
-                advance(chain)
-                continue
-            lane.running += 1
-            if (
-                chain.results is None
-                and sub.schema is None
-                and not sub.retries
-                and self.span is None
-                and self.observer is None
-            ):
-                # Fast path: step the handler once in the event's context; most
-                # handlers finish without suspending, so no timer or frame is needed.
-                event = chain.event
-                ctx = chain.ctx if len(chain.subs) == 1 else chain.ctx.copy()
-                start = _perf()
-                try:
-                    coro = ctx.run(_enter, handler, event, event)
-                    if type(coro) is not CoroutineType:
-                        coro = _await_any(coro)
-                    yielded = ctx.run(coro.send, None)
-                except StopIteration:
-                    pass
-                except Exception as exc:
-                    self.on_failure(sub, event, exc, False, 1, _perf() - start)
-                else:
-                    try:
-                        outcome = await self._finish_async(sub, ctx, coro, yielded, event, start)
-                    finally:
-                        lane.running -= 1
-                    self._settle(sub, chain, outcome)
-                    advance(chain)
-                    continue
-                lane.running -= 1
-                advance(chain)
-                continue
             try:
-                await self._deliver_async(sub, handler, chain)
-            finally:
+                if handler is not None and not lane.closing and sub.active:
+                    if (
+                        chain.results is None
+                        and sub.schema is None
+                        and not sub.retries
+                        and self.span is None
+                        and self.observer is None
+                    ):
+                        await self._fast_async(sub, handler, chain)
+                    else:
+                        await self._deliver_async(sub, handler, chain)
+            except BaseException as exc:
                 lane.running -= 1
+                advance(chain)
+                self._contain(sub, chain, exc)
+                continue
+            finally:
+                handler = None  # do not keep a weakly held subscriber alive while idle
+            lane.running -= 1
             advance(chain)
+
+    async def _fast_async(
+        self, sub: Subscription, handler: Callable[[Any], Any], chain: _Chain
+    ) -> None:
+        """Step the handler once in the event's context; most handlers finish without
+        suspending, so no timer, frame or result object is needed."""
+        event = chain.event
+        ctx = chain.ctx if len(chain.subs) == 1 else chain.ctx.copy()
+        start = _perf()
+        try:
+            coro = ctx.run(_enter, handler, event, event)
+            if type(coro) is not CoroutineType:
+                coro = _await_any(coro)
+            yielded = ctx.run(coro.send, None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            self.on_failure(sub, event, exc, False, 1, _perf() - start)
+            return
+        outcome = await self._finish_async(sub, ctx, coro, yielded, event, start)
+        self._settle(sub, chain, outcome)
 
     async def _finish_async(
         self,
@@ -598,15 +688,14 @@ class Dispatcher:
         event: Event,
         start: float,
     ) -> Outcome:
-        """Slow path of the fast path: the handler suspended; finish it under its timeout."""
+        """The handler suspended: finish it under its timeout."""
         timeout = self.timeout_of(sub)
         try:
             if timeout is None:
                 return (await drive(ctx, coro, yielded), None, False, _perf() - start, 1)
             value, timed_out = await self._drive_with_timeout(ctx, coro, yielded, start + timeout)
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if _being_cancelled():
                 raise
             return (None, exc, False, _perf() - start, 1)
         except Exception as exc:
@@ -625,31 +714,42 @@ class Dispatcher:
 
     async def _sync_worker(self, lane: _Lane) -> None:
         sub = lane.sub
-        runnable = self._runnable
+        take = self._take
+        # Under DROP_OLDEST an event must stay droppable until its handler starts.
+        max_batch = 1 if self._queued is not None else _MAX_BATCH
         while True:
             batch: list[_Chain] = []
-            while len(batch) < _MAX_BATCH:
-                chain = runnable(lane)
+            while len(batch) < max_batch:
+                chain = take(lane)
                 if chain is None:
                     break
+                lane.running -= 1  # the batch as a whole counts as one running delivery
                 batch.append(chain)
             if not batch:
-                if lane.closing and not lane.mailbox:
-                    self._lanes.discard(lane)
+                if self._lane_exit(lane):
                     return
                 await self._wait(lane)
                 continue
             handler = sub.handler
-            if handler is None or lane.closing:
+            if handler is None or lane.closing or not sub.active:
+                handler = None
                 for chain in batch:
                     self._advance(chain)
                 continue
             lane.running += 1
             try:
                 done = await self._run_sync_batch(sub, handler, batch)
-            finally:
+            except BaseException as exc:
                 lane.running -= 1
-            for chain in reversed(batch[done:]):  # abandoned batch: retry the rest in order
+                for chain in batch:
+                    self._advance(chain)
+                if isinstance(exc, asyncio.CancelledError) and not self.stopping:
+                    continue
+                raise
+            finally:
+                handler = None
+            lane.running -= 1
+            for chain in reversed(batch[done:]):  # abandoned or stopped: the rest goes back
                 lane.mailbox.appendleft(chain)
             for chain in batch[:done]:
                 self._advance(chain)
@@ -668,15 +768,17 @@ class Dispatcher:
         else:
             while not fut.done():
                 index, started = progress.index, progress.started
+                if started is None:  # still waiting for a pool thread: not the handler's time
+                    await asyncio.wait((fut,), timeout=timeout)
+                    continue
                 left = started + timeout - _perf()
                 if left > 0:
                     await asyncio.wait((fut,), timeout=left)
                     continue
-                if progress.index != index:
+                if progress.index != index or fut.done():
                     continue
                 progress.abandoned = True  # the thread cannot be killed: stop waiting for it
-                outcomes = progress.outcomes[:index]
-                for chain, outcome in zip(batch, outcomes, strict=False):
+                for chain, outcome in zip(batch, progress.outcomes[:index], strict=False):
                     self._settle(sub, chain, outcome)
                 error = HandlerTimeoutError(
                     f"sync handler {sub.handler_name} exceeded its {timeout}s timeout for "
@@ -687,9 +789,10 @@ class Dispatcher:
                 )
                 self._settle(sub, batch[index], (None, error, True, _perf() - started, 1))
                 return index + 1
-        for chain, outcome in zip(batch, progress.outcomes, strict=True):
+        outcomes = progress.outcomes
+        for chain, outcome in zip(batch, outcomes, strict=False):
             self._settle(sub, chain, outcome)
-        return len(batch)
+        return len(outcomes)
 
     def _sync_batch_body(
         self,
@@ -698,14 +801,18 @@ class Dispatcher:
         batch: list[_Chain],
         progress: _BatchProgress,
     ) -> None:
-        """Pool thread: run the batch in order, recording progress for the watchdog."""
+        """Pool thread: run the batch in order, recording progress for the watchdog.
+
+        Stops early when the subscription was removed meanwhile; the worker puts
+        the unprocessed rest back, and the lane then skips it."""
         outcomes = progress.outcomes
         call = self.call_sync
+        lane = sub._lane
         for index, chain in enumerate(batch):
-            if progress.abandoned:
+            if progress.abandoned or not sub.active or (lane is not None and lane.closing):
                 return
-            progress.started = _perf()
             progress.index = index
+            progress.started = _perf()
             outcome = call(sub, handler, chain.event, chain.ctx, progress)
             if progress.abandoned:
                 return
@@ -724,7 +831,9 @@ class Dispatcher:
         progress: _BatchProgress | None = None,
         measure_timeout: bool = False,
     ) -> Outcome:
-        """Call a sync handler (with retries) in a copy of ``ctx``; never raises Exception."""
+        """Call a sync handler (with retries) in a copy of ``ctx``.
+
+        Never raises, except KeyboardInterrupt and SystemExit."""
         attempts = 0
         span = self.span
         first_start = _perf()
@@ -736,15 +845,18 @@ class Dispatcher:
             error: BaseException | None = None
             value: Any = None
             timed_out = False
+            own = ctx.copy()
             try:
                 arg = event if sub.schema is None else sub.schema.adapt(event)
                 if span is None:
-                    value = ctx.copy().run(_enter, handler, arg, event)
+                    value = own.run(_enter, handler, arg, event)
                 else:
-                    value = ctx.copy().run(_traced_call, span, sub.handler_name, handler, arg, event)
+                    value = own.run(_traced_call, span, sub.handler_name, handler, arg, event)
                 if inspect.isawaitable(value):
-                    value = self._await_from_thread(value)
-            except Exception as exc:
+                    value = self._await_from_thread(value, own)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
                 error = exc
             duration = _perf() - start
             if error is None and measure_timeout:
@@ -765,15 +877,25 @@ class Dispatcher:
                 self.observer.handler_retry(sub, event, attempts)
             time.sleep(sub.retry_backoff * (2 ** (attempts - 1)))
 
-    def _await_from_thread(self, awaitable: Any) -> Any:
-        """A sync handler returned an awaitable: finish it on the bus loop, wait here."""
+    def _await_from_thread(self, awaitable: Any, ctx: Context) -> Any:
+        """A sync handler returned an awaitable: finish it on the bus loop, in the
+        handler's context, while this (non-loop) thread waits."""
+        if self.on_loop_thread():
+            raise TypeError("a sync handler returned an awaitable; declare it `async def` instead")
+        if self.loop is None and self.need_loop is not None:
+            self.need_loop()
         loop = self.loop
-        if loop is None or self.on_loop_thread():
-            raise TypeError(
-                "a sync handler returned an awaitable; declare it `async def` instead"
-            )
+        if loop is None:
+            raise TypeError("a sync handler returned an awaitable; declare it `async def` instead")
         coro = awaitable if isinstance(awaitable, CoroutineType) else _await_any(awaitable)
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def spawn() -> None:
+            task = loop.create_task(coro, context=ctx)
+            task.add_done_callback(lambda t: _copy_outcome(t, done))
+
+        loop.call_soon_threadsafe(spawn)
+        return done.result()
 
     async def _deliver_async(
         self, sub: Subscription, handler: Callable[[Any], Any], chain: _Chain
@@ -784,7 +906,9 @@ class Dispatcher:
     async def call_async(
         self, sub: Subscription, handler: Callable[[Any], Any], event: Event, ctx: Context
     ) -> Outcome:
-        """Run an async handler (with retries and timeout) in a copy of ``ctx``."""
+        """Run an async handler (with retries and timeout) in a copy of ``ctx``.
+
+        Returns the outcome; a cancellation of the running task itself propagates."""
         attempts = 0
         first_start = _perf()
         timeout = self.timeout_of(sub)
@@ -817,8 +941,7 @@ class Dispatcher:
                         if timed_out:
                             error = self._timeout_error(sub, event, timeout)
             except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if _being_cancelled():
                     raise  # the bus (or the publisher) is being cancelled: let it through
                 error = exc
             except Exception as exc:
@@ -900,35 +1023,60 @@ class Dispatcher:
         return not self._ingress
 
     async def run_direct(self, chain: _Chain) -> None:
-        """Run ``chain`` in the calling task (all lanes idle): no queue hop, no task switch.
+        """Run ``chain`` in the calling task: no queue hop, no task switch.
 
-        Other chains that arrive meanwhile queue behind it in the lanes, so
-        per-subscription order holds. If the caller is cancelled, the rest of the
-        chain is handed to the lanes and the cancellation propagates.
+        Used when every lane of the event is idle, and for waited publishes made
+        inside a handler (which must not wait behind the lanes their caller holds).
+        Every lane is reserved up front, so events that arrive meanwhile queue
+        behind this one. If the caller is cancelled, the running handler is
+        cancelled with it (logged, not reported as a handler failure) and the rest
+        of the chain is handed to the lanes.
         """
-        chain.state = STARTED
+        if not self._start(chain):
+            return  # dropped by DROP_OLDEST before it started
         subs = chain.subs
-        for index, sub in enumerate(subs):
-            lane = sub._lane
-            if lane is None or lane.closing:
-                lane = self._open_lane(sub)
-            handler = sub.handler
-            if handler is None or not sub.active:
-                continue
-            lane.running += 1
-            try:
-                if sub.is_async:
-                    await self._deliver_async(sub, handler, chain)
-                else:
-                    await self._run_sync_batch(sub, handler, [chain])
-            except asyncio.CancelledError as exc:
-                self._settle(sub, chain, (None, exc, False, 0.0, 1))
-                self._hand_rest_to_lanes(chain, index + 1)
-                raise
-            finally:
-                lane.running -= 1
-                if lane.mailbox:
-                    lane.wake()
+        lanes: list[_Lane | None] = []
+        for sub in subs:
+            if sub.active and sub.handler is not None:
+                lane = sub._lane
+                if lane is None or lane.closing or lane.dead:
+                    lane = self._open_lane(sub)
+                lane.running += 1
+                lanes.append(lane)
+            else:
+                lanes.append(None)
+        index = 0
+        try:
+            for index, sub in enumerate(subs):
+                lane = lanes[index]
+                if lane is None:
+                    continue
+                handler = sub.handler
+                try:
+                    if handler is not None and sub.active:
+                        if sub.is_async:
+                            await self._deliver_async(sub, handler, chain)
+                        else:
+                            await self._run_sync_batch(sub, handler, [chain])
+                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self._settle(sub, chain, (None, exc, False, 0.0, 1))
+                finally:
+                    lanes[index] = None
+                    lane.running -= 1
+                    if lane.mailbox:
+                        lane.wake()
+        except BaseException as exc:
+            for lane in lanes:  # release the reservations not reached
+                if lane is not None:
+                    lane.running -= 1
+                    if lane.mailbox:
+                        lane.wake()
+            if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
+                self.on_cancelled(subs[index], chain.event)
+            self._hand_rest_to_lanes(chain, index + 1)
+            raise
         self._finish(chain)
 
     def _hand_rest_to_lanes(self, chain: _Chain, start: int) -> None:
@@ -950,15 +1098,66 @@ class Dispatcher:
             self._idle_waiters.append(wake)
             return True
 
+    def remove_idle_waiter(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in self._idle_waiters:
+                self._idle_waiters.remove(wake)
+
     def queue_depth(self) -> int:
         """Events accepted but not yet started by any handler."""
         return sum(len(lane.mailbox) for lane in list(self._lanes)) + len(self._ingress)
 
     async def stop_lanes(self) -> None:
         """Cancel every lane worker (after draining); used by close."""
+        self.stopping = True
         tasks = [t for lane in list(self._lanes) for t in lane.workers]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def abandon(self, reason: str) -> int:
+        """After stop_lanes: resolve everyone still waiting on this engine.
+
+        Publishers awaiting queued events get a not-accepted result, publishers
+        blocked under BLOCK get ``BusClosedError``. Returns the number of events
+        that were never handled."""
+        lost: list[_Chain] = []
+        for lane in list(self._lanes):
+            lost.extend(lane.mailbox)
+            lane.mailbox.clear()
+        lost.extend(self._ingress)
+        self._ingress.clear()
         self._lanes.clear()
+        seen: set[int] = set()
+        count = 0
+        for chain in lost:
+            if id(chain) in seen or chain.state in (DONE, DROPPED):
+                continue
+            seen.add(id(chain))
+            count += 1
+            chain.state = DROPPED
+            if chain.notify is not None:
+                chain.notify(chain)
+        with self._lock:
+            waiters, self._blocked = list(self._blocked), deque()
+            for waiter in waiters:
+                waiter.error = BusClosedError(f"the bus was closed ({reason}) while waiting for a slot")
+                waiter.granted = True
+        for waiter in waiters:
+            waiter.grant(self.loop)
+        return count
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _copy_outcome(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
+    if task.cancelled():
+        done.set_exception(asyncio.CancelledError())
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())

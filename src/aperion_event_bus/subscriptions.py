@@ -56,11 +56,12 @@ class Subscription:
 
     __slots__ = (
         "__weakref__",
+        "_active",
         "_lane",
         "_matchers",
+        "_on_change",
         "_ref",
         "_strong",
-        "active",
         "concurrency",
         "event_types",
         "handler_name",
@@ -110,7 +111,8 @@ class Subscription:
         self.event_types = {validate_pattern(p) for p in patterns}
         self._matchers: tuple[Matcher, ...] = tuple(compile_pattern(p) for p in self.event_types)
         self.priority = priority
-        self.active = active
+        self._on_change: Callable[[], None] | None = None
+        self._active = active
         self.metadata = dict(metadata) if metadata else {}
         self.subscription_id = subscription_id or new_id("sub_")
         self.name = name
@@ -141,6 +143,17 @@ class Subscription:
             self._strong = handler
 
     @property
+    def active(self) -> bool:
+        """Inactive subscriptions match nothing; setting this takes effect at once."""
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active = bool(value)
+        if self._on_change is not None:
+            self._on_change()
+
+    @property
     def handler(self) -> Handler | None:
         """The handler, or None when it was a bound method whose object is gone."""
         if self._strong is not None:
@@ -154,7 +167,7 @@ class Subscription:
 
     def matches(self, event_type: str) -> bool:
         """True when active and one of the patterns matches ``event_type``."""
-        return self.active and any(m(event_type) for m in self._matchers)
+        return self._active and any(m(event_type) for m in self._matchers)
 
     def __repr__(self) -> str:
         return (
@@ -168,14 +181,17 @@ class SubscriptionRegistry:
     """Ordered subscriptions (highest priority first, stable) with a per-type match cache."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: a weakly held subscriber can be collected (and removed) while
+        # this thread is inside add/remove.
+        self._lock = threading.RLock()
         self._subs: tuple[Subscription, ...] = ()
         self._cache: dict[str, tuple[Subscription, ...]] = {}
         self._version = 0
 
     def add(self, sub: Subscription) -> None:
+        sub._on_change = self._invalidate
         with self._lock:
-            subs = list(self._subs)
+            subs = [s for s in self._subs if s.handler is not None]
             # stable: insert after every subscription with priority >= sub.priority
             index = len(subs)
             for i, existing in enumerate(subs):
@@ -205,8 +221,12 @@ class SubscriptionRegistry:
 
     def _replace(self, subs: tuple[Subscription, ...]) -> None:
         self._subs = subs
-        self._cache = {}
-        self._version += 1
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        with self._lock:
+            self._cache = {}
+            self._version += 1
 
     def get(self, subscription_id: str) -> Subscription | None:
         for sub in self._subs:
@@ -215,7 +235,8 @@ class SubscriptionRegistry:
         return None
 
     def all(self) -> tuple[Subscription, ...]:
-        return self._subs
+        """Subscriptions in priority order (weakly held ones whose object is gone excluded)."""
+        return tuple(s for s in self._subs if s.handler is not None)
 
     def __len__(self) -> int:
         return len(self._subs)

@@ -34,10 +34,6 @@ def _wait_until(predicate: Any, timeout: float = 2.0) -> None:
 # =====================================================================================
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a timed-out drain leaves its wake() in _idle_waiters; it later raises on a closed loop and kills the lane",
-)
 def test_wait_for_pending_timeout_then_more_events() -> None:
     seen: list[int] = []
     bus = EventBus(handler_timeout=5)
@@ -60,10 +56,6 @@ def test_wait_for_pending_timeout_then_more_events() -> None:
         bus.shutdown(0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: emit(wait_for_handlers=True) overtakes an earlier emit that is between _ingress and its lane",
-)
 def test_emit_wait_keeps_order_after_fire_and_forget() -> None:
     order: list[int] = []
     bus = EventBus(handler_timeout=5)
@@ -93,10 +85,6 @@ def test_emit_wait_keeps_order_after_fire_and_forget() -> None:
     assert order == [0, 1, 2], "the same publisher's events ran out of order"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: emit(wait_for_handlers=True) from a sync handler for its own subscription deadlocks until timeout",
-)
 def test_recursive_emit_wait_from_sync_handler() -> None:
     depths: list[int] = []
     bus = EventBus(handler_timeout=0.3)
@@ -118,10 +106,6 @@ def test_recursive_emit_wait_from_sync_handler() -> None:
     assert stats["handler_timeouts"] == 0, "the 1.x recursive emit was stuck until its timeout"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Subscription.active=False is ignored by the lanes (match cache + workers never check it)",
-)
 def test_deactivated_subscription_receives_nothing() -> None:
     calls: list[int] = []
     bus = EventBus(handler_timeout=5)
@@ -139,10 +123,6 @@ def test_deactivated_subscription_receives_nothing() -> None:
     assert calls == [0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after its loop dies the bus keeps stale chains in _queued; DROP_OLDEST then drops a ghost and pending goes negative",
-)
 def test_bus_reused_across_loops_drop_oldest_accounting() -> None:
     bus = EventBus(max_pending_events=2, overflow_policy="drop_oldest", handler_timeout=5)
     seen: list[int] = []
@@ -186,10 +166,6 @@ class _CyclicListener:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: weakref death callback re-enters SubscriptionRegistry._lock (non-reentrant) -> deadlock",
-)
 def test_weak_subscriber_collected_while_registry_lock_is_held() -> None:
     bus = EventBus()
     registry = bus._registry
@@ -222,10 +198,6 @@ def test_weak_subscriber_collected_while_registry_lock_is_held() -> None:
     bus.shutdown(0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: shutdown() leaves threads blocked under BLOCK waiting forever",
-)
 def test_shutdown_releases_threads_blocked_under_block() -> None:
     gate = threading.Event()
     outcome: list[str] = []
@@ -356,10 +328,6 @@ def test_weak_subscriber_gc_while_queued_sync_bus() -> None:
         bus.shutdown(1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an idle lane worker keeps its last `handler` (a strong bound method) alive: weak subscriber leaks",
-)
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_weak_subscriber_freed_after_its_lane_went_idle(kind: str) -> None:
     class Listener:
