@@ -101,10 +101,53 @@ __all__ = [
 ]
 
 
+# Public names served lazily (first access imports their module), so that
+# ``import aperion_event_bus`` stays light: name -> module.
+_LAZY = {
+    "AuditLogger": ".storage.audit_log",
+    "DeadLetterQueue": ".dlq",
+    "FailedEvent": ".dlq",
+    "FailureReason": ".dlq",
+    "Redactor": ".redaction",
+    "RedactingFilter": ".redaction",
+    "SQLiteStore": ".storage.sqlite",
+    "MetricsBackend": ".observability",
+    "NoopMetrics": ".observability",
+    "CallbackMetrics": ".observability",
+    "InMemoryMetrics": ".observability",
+    "PrometheusMetrics": ".observability",
+    "OTelMetrics": ".observability",
+    "MetricsCollector": ".observability",
+    "TimingContext": ".observability",
+    "EventTracer": ".observability",
+    "is_otel_available": ".observability",
+    "get_tracer": ".observability",
+    "get_current_span": ".observability",
+    "get_trace_correlation_id": ".observability",
+    "inject_trace_context_to_headers": ".observability",
+    "extract_trace_context_from_headers": ".observability",
+    "traced": ".observability",
+    "add_event_to_span": ".observability",
+    "set_span_attribute": ".observability",
+}
+__all__ += sorted(_LAZY)
+
+
 def __getattr__(name: str) -> Any:
-    """Lazy names whose import pulls an optional dependency (pydantic for TypedEvent)."""
+    """Lazy public names (see ``_LAZY``) and TypedEvent (needs the pydantic extra)."""
     if name == "TypedEvent":
         from .typed import _typed_event_base
 
         return _typed_event_base()
-    raise AttributeError(f"module 'aperion_event_bus' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aperion_event_bus' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"TypedEvent"})

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 from ._frozen import freeze_payload
 from ._ids import new_event_id
 from ._runtime import LoopThread, running_loop
-from .context import _correlation_id, _current_event
+from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
+from .context import _correlation_id, _current_event, trace_id_from_traceparent
 from .dispatch import Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
@@ -33,7 +34,7 @@ from .validation import EventValidator
 
 __all__ = ["HANDLER_ERROR_EVENT", "EventBus"]
 
-logger = logging.getLogger("aperion_event_bus.bus")
+logger = library_logger("aperion_event_bus.bus")
 HANDLER_ERROR_EVENT = "system.handler_error"
 F = TypeVar("F", bound=Callable[..., Any])
 _time = time.time
@@ -46,11 +47,15 @@ _DROPPED_ID = ""
 class EventBus:
     """Publish/subscribe event bus for sync and async Python.
 
-    The positional parameters are those of 1.x. New, keyword-only options:
-    ``parallel_handlers`` (run an event's handlers concurrently instead of in
-    priority order) and ``name`` (used for thread and logger names).
-    ``event_log_path``/``enable_audit``, ``metrics`` and ``dead_letter_queue`` are
-    accepted for 1.x compatibility; see the README for what each one does today.
+    The positional parameters are those of 1.x. ``event_log_path`` (with
+    ``enable_audit``) writes a redacted JSONL audit line for every event;
+    ``metrics`` takes a ``MetricsCollector`` or a ``MetricsBackend``;
+    ``dead_letter_queue`` receives every final handler failure; ``redactor``
+    replaces the default ``Redactor`` wherever the bus writes text.
+    New, keyword-only options: ``parallel_handlers`` (run an event's handlers
+    concurrently instead of in priority order), ``tracing`` (True, or an
+    ``EventTracer``: OpenTelemetry spans and W3C trace context on every event) and
+    ``name`` (used for thread names).
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class EventBus:
         dead_letter_queue: Any = None,
         *,
         parallel_handlers: bool = False,
+        tracing: Any = None,
         name: str = "event-bus",
     ) -> None:
         if handler_timeout is not None and handler_timeout <= 0:
@@ -88,16 +94,20 @@ class EventBus:
         self.max_log_size_bytes = max_log_size_bytes
         self.max_log_files = max_log_files
         self.redactor = redactor
+        self._redactor = LazyRedactor(redactor)
         if validate_events and validator is None:
             validator = EventValidator(strict=True)
         self.validator = validator
         self.validate_events = validator is not None
-        self.metrics = metrics
+        self.metrics = _collector(metrics)
         self.dead_letter_queue = dead_letter_queue
-        if metrics is not None:
-            raise NotImplementedError(
-                "metrics= is wired in a later release of this 2.0 pre-release; "
-                "leave it None for now (see README, 'Status')"
+        self.tracer = _tracer(tracing, self._redactor)
+        self._audit: AuditSink | None = None
+        if enable_audit and event_log_path is not None:
+            from .storage.audit_log import AuditLogger
+
+            self._audit = AuditSink(
+                AuditLogger(event_log_path, True, self._redactor, max_log_size_bytes, max_log_files)
             )
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-handler")
         self._registry = SubscriptionRegistry()
@@ -111,6 +121,10 @@ class EventBus:
             on_failure=self._on_handler_failure,
             on_drop=self._on_drop,
         )
+        if self.metrics is not None:
+            self._dispatcher.observer = MetricsObserver(self.metrics)
+        if self.tracer is not None:
+            self._dispatcher.span = self.tracer.consume_span
         self._dispatcher.need_loop = self._ensure_loop
         self._dispatcher.on_cancelled = self._on_publisher_cancelled
         self.parallel_handlers = parallel_handlers
@@ -118,7 +132,10 @@ class EventBus:
         self._bind_lock = threading.Lock()
         self._closing = False
         self._closed = False
-        self._slow_publish = self.validator is not None  # hooks that the hot path skips
+        # features the hot path of publish_nowait skips: take the full path instead
+        self._slow_publish = any(
+            x is not None for x in (self.validator, self.metrics, self.tracer, self._audit)
+        )
         self._stats_lock = threading.Lock()
         self._published = 0
         self._failures = 0
@@ -342,16 +359,50 @@ class EventBus:
             if correlation_id is None and parent is not None:
                 correlation_id = parent.correlation_id
         event_id = new_event_id()
-        event = _make_event(
-            event_type,
-            freeze_payload(payload),
-            _time(),
-            event_id,
-            source,
-            correlation_id if correlation_id is not None else event_id,
-            causation_id,
-        )
+        frozen = freeze_payload(payload)
+        if self.tracer is None:
+            event = _make_event(
+                event_type,
+                frozen,
+                _time(),
+                event_id,
+                source,
+                correlation_id if correlation_id is not None else event_id,
+                causation_id,
+            )
+        else:
+            event = self._traced_event(event_type, frozen, event_id, source, correlation_id, causation_id)
         return event, self._registry.match(event_type)
+
+    def _traced_event(
+        self,
+        event_type: str,
+        payload: Any,
+        event_id: str,
+        source: str | None,
+        correlation_id: str | None,
+        causation_id: str | None,
+    ) -> Event:
+        """Envelope inside a PRODUCER span; without a correlation id the trace id is used."""
+        assert self.tracer is not None
+        # the parent is the current OpenTelemetry context: inside a handler, its
+        # CONSUMER span; in a request, the request's span
+        with self.tracer.publish_span(
+            event_type, event_id, correlation_id, payload=payload
+        ) as (traceparent, tracestate):
+            if correlation_id is None:
+                correlation_id = trace_id_from_traceparent(traceparent) or event_id
+            return _make_event(
+                event_type,
+                payload,
+                _time(),
+                event_id,
+                source,
+                correlation_id,
+                causation_id,
+                traceparent,
+                tracestate,
+            )
 
     def _adopt(
         self,
@@ -412,7 +463,7 @@ class EventBus:
         """
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
         d = self._ensure_loop()
-        self._count_published()
+        self._count_published(ev)
         if not subs:
             return PublishResult(ev)
         results: list[HandlerResult] | None = [] if wait else None
@@ -519,7 +570,7 @@ class EventBus:
 
     def _submit(self, ev: Event, subs: tuple[Subscription, ...]) -> bool:
         d = self._ensure_loop()
-        self._count_published()
+        self._count_published(ev)
         if not subs:
             return True
         chain = _Chain(ev, subs, copy_context(), None, None)
@@ -628,6 +679,8 @@ class EventBus:
                 self._dispatcher.pending,
             )
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self._audit is not None:
+            self._audit.close()
         self._closed = True
 
     async def __aenter__(self) -> EventBus:
@@ -669,7 +722,7 @@ class EventBus:
                     "loop, where waiting would block the loop; use `await bus.publish(...)`"
                 )
             ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
-            self._count_published()
+            self._count_published(ev)
             self.run_inline(ev, subs)
             return ev.event_id
         ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
@@ -851,9 +904,30 @@ class EventBus:
                 "handler_name": sub.handler_name,
             },
         )
+        if self.dead_letter_queue is not None:
+            self._dead_letter(sub, event, error, timed_out)
         if event.event_type == HANDLER_ERROR_EVENT:
             return  # never report a failure of a failure handler as a new event
         self._publish_handler_error(sub, event, error, timed_out, attempts)
+
+    def _dead_letter(
+        self, sub: Subscription, event: Event, error: BaseException, timed_out: bool
+    ) -> None:
+        from .dlq import FailureReason
+
+        reason = FailureReason.HANDLER_TIMEOUT if timed_out else FailureReason.HANDLER_ERROR
+        try:
+            self.dead_letter_queue.add(
+                event,
+                reason,
+                f"{type(error).__name__}: {error}",
+                handler_name=sub.handler_name,
+                metadata={"subscription_id": sub.subscription_id, "subscription_name": sub.name},
+            )
+            if self.metrics is not None:
+                self.metrics.update_dlq_size(self.dead_letter_queue.size())
+        except Exception:
+            logger.exception("could not add the failed event %s to the DLQ", event.event_id)
 
     def _publish_handler_error(
         self,
@@ -869,7 +943,7 @@ class EventBus:
             "original_event_type": event.event_type,
             "subscription_id": sub.subscription_id,
             "handler_name": sub.handler_name,
-            "error": str(error),
+            "error": self._redactor.redact_string(str(error)),  # messages often carry PII
             "error_type": type(error).__name__,
             "timed_out": timed_out,
             "attempts": attempts,
@@ -885,7 +959,7 @@ class EventBus:
             event.traceparent,
             event.tracestate,
         )
-        self._count_published()
+        self._count_published(report)
         if not subs:
             return
         if self._closed:
@@ -907,21 +981,31 @@ class EventBus:
     def _on_drop(self, event: Event, reason: str) -> None:
         with self._stats_lock:
             self._dropped += 1
+        if self.metrics is not None:
+            self.metrics.record_event_dropped(event.event_type, reason=reason)
         if logger.isEnabledFor(logging.WARNING):
             logger.warning("dropped %s %s: %s", event.event_type, event.event_id, reason)
 
-    def _count_published(self) -> None:
+    def _count_published(self, event: Event | None = None) -> None:
+        """Bookkeeping for an accepted event: counter, audit line, metrics."""
         self._published += 1  # approximate under threads; exact figures come from metrics
+        if event is not None:
+            if self._audit is not None:
+                self._audit.log(event)
+            if self.metrics is not None:
+                self.metrics.record_event_emitted(event.event_type, source=event.source)
+                self.metrics.update_pending_count(self._dispatcher.pending)
 
     # ================================================================ stats
     def get_stats(self) -> dict[str, Any]:
         """1.x statistics keys plus live figures of the engine."""
         subs = self._registry.all()
         d = self._dispatcher
-        return {
+        audit_stats = self._audit.audit.get_stats() if self._audit is not None else {}
+        stats: dict[str, Any] = {
             "active_subscriptions": sum(1 for s in subs if s.active),
             "total_subscriptions": len(subs),
-            "audit_enabled": False,
+            "audit_enabled": self._audit is not None,
             "max_concurrent_handlers": self.max_concurrent_handlers,
             "validation_enabled": self.validate_events,
             "metrics_enabled": self.metrics is not None,
@@ -931,8 +1015,8 @@ class EventBus:
             "pending_events": d.pending,
             "max_pending_events": self.max_pending_events,
             "overflow_policy": self.overflow_policy.value if self.max_pending_events else None,
-            "total_events_logged": 0,
-            "log_file_size": 0,
+            "total_events_logged": audit_stats.get("total_events_logged", 0),
+            "log_file_size": audit_stats.get("log_file_size", 0),
             "events_published": self._published,
             "events_accepted": d.accepted,
             "events_dropped": self._dropped,
@@ -940,11 +1024,74 @@ class EventBus:
             "handler_timeouts": self._timeouts,
             "queue_depth": d.queue_depth(),
             "parallel_handlers": self.parallel_handlers,
+            "tracing_enabled": self.tracer is not None,
             "closed": self._closed,
         }
+        if self.metrics is not None:
+            self.metrics.update_pending_count(d.pending)
+            self.metrics.update_queue_depth(stats["queue_depth"])
+            self.metrics.update_subscription_count(stats["active_subscriptions"])
+            stats["metrics"] = self.metrics.get_snapshot()
+        if self.dead_letter_queue is not None:
+            stats["dlq"] = self.dead_letter_queue.get_stats()
+        if self._audit is not None:
+            stats["audit"] = audit_stats
+        return stats
+
+    def get_events(
+        self, event_type: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[Event]:
+        """Events from the audit log, newest first (1.x); ``[]`` without ``event_log_path``.
+
+        Payloads come back redacted, as they were written."""
+        if self._audit is None:
+            return []
+        self._audit.flush()
+        return self._audit.audit.read_events(event_type=event_type, since=since, limit=limit)
+
+    def clear_log(self) -> bool:
+        """Delete the audit log and its rotated files (1.x); False without one."""
+        if self._audit is None:
+            return False
+        self._audit.flush()
+        return self._audit.audit.clear()
 
     def __repr__(self) -> str:
         return (
             f"EventBus(name={self.name!r}, subscriptions={len(self._registry)}, "
             f"pending={self._dispatcher.pending})"
         )
+
+
+def _collector(metrics: Any) -> Any:
+    """``metrics=``: a MetricsCollector, a MetricsBackend (wrapped), or None."""
+    if metrics is None:
+        return None
+    from .observability.collector import MetricsCollector
+    from .observability.metrics import MetricsBackend
+
+    if isinstance(metrics, MetricsCollector):
+        return metrics
+    if isinstance(metrics, MetricsBackend):
+        return MetricsCollector(metrics)
+    raise ConfigurationError(
+        f"metrics must be a MetricsCollector or a MetricsBackend, not {type(metrics).__qualname__}; "
+        "e.g. EventBus(metrics=InMemoryMetrics())"
+    )
+
+
+def _tracer(tracing: Any, redactor: LazyRedactor) -> Any:
+    """``tracing=``: True (global tracer provider), an EventTracer, or None/False."""
+    if tracing is None or tracing is False:
+        return None
+    from .observability.event_tracer import EventTracer
+
+    if tracing is True:
+        return EventTracer(redactor=redactor)
+    if isinstance(tracing, EventTracer):
+        if tracing.redactor is None:
+            tracing.redactor = redactor
+        return tracing
+    raise ConfigurationError(
+        f"tracing must be True, False or an EventTracer, not {type(tracing).__qualname__}"
+    )

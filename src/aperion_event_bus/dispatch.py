@@ -24,7 +24,6 @@ import enum
 import functools
 import inspect
 import itertools
-import logging
 import threading
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from types import CoroutineType
 from typing import Any, Protocol
 
 from ._driver import drive
+from ._wiring import library_logger
 from .context import _correlation_id, _current_event
 from .errors import BackpressureError, BusClosedError, HandlerTimeoutError
 from .events import Event
@@ -44,7 +44,7 @@ from .subscriptions import Subscription
 
 __all__ = ["Dispatcher", "OverflowPolicy"]
 
-logger = logging.getLogger("aperion_event_bus.dispatch")
+logger = library_logger("aperion_event_bus.dispatch")
 _perf = time.perf_counter
 _running_loop = asyncio._get_running_loop
 

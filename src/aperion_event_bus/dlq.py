@@ -21,7 +21,6 @@ import builtins
 import dataclasses
 import enum
 import io
-import logging
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 from ._ids import new_id
 from ._json import dumps, loads
+from ._wiring import library_logger
 from .errors import ConfigurationError, EventBusError, ValidationError
 from .events import Event
 
@@ -43,7 +43,7 @@ __all__ = [
     "MemoryDLQBackend",
 ]
 
-logger = logging.getLogger("aperion_event_bus.dlq")
+logger = library_logger("aperion_event_bus.dlq")
 
 _FILE_MODE = 0o600
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)

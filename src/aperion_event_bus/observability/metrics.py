@@ -16,7 +16,6 @@ them to keep the per-event cost low): backends must not mutate them.
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -25,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
+
+from .._wiring import library_logger
 
 __all__ = [
     "DEFAULT_ALLOWED_LABELS",
@@ -40,7 +41,7 @@ __all__ = [
     "TimingContext",
 ]
 
-_log = logging.getLogger("aperion_event_bus.observability.metrics")
+_log = library_logger("aperion_event_bus.observability.metrics")
 
 Tags = dict[str, str] | None
 """Optional label set of one measurement (label name -> value)."""

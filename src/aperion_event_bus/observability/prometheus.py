@@ -20,13 +20,13 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
+from .._wiring import library_logger
 from ._optional import require
 from .metrics import DEFAULT_ALLOWED_LABELS, MetricsBackend, Tags, filter_labels
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["PrometheusMetrics"]
 
-_log = logging.getLogger("aperion_event_bus.observability.prometheus")
+_log = library_logger("aperion_event_bus.observability.prometheus")
 
 _MAX_CHILDREN: Final = 10_000
 _INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")

@@ -12,19 +12,19 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
 
+from .._wiring import library_logger
 from ._errors import StoreCorruptError, StoreError
 from ._schema import SCHEMA_VERSION, ensure_schema
 
 __all__ = ["ReaderPool", "open_writer", "translate_error"]
 
-logger = logging.getLogger("aperion_event_bus.storage")
+logger = library_logger("aperion_event_bus.storage")
 
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700

@@ -13,14 +13,15 @@ file itself does not shrink (SQLite reuses the freed pages).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import sqlite3
 import time
 from typing import Any
 
+from .._wiring import library_logger
+
 __all__ = ["CHUNK", "CompactionJob", "CompactionReport"]
 
-logger = logging.getLogger("aperion_event_bus.storage")
+logger = library_logger("aperion_event_bus.storage")
 
 CHUNK = 2000
 _NOT_PENDING = "seq NOT IN (SELECT seq FROM deliveries)"

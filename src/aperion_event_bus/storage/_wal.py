@@ -29,16 +29,17 @@ failed checkpoint is logged and retried later; it never fails an append.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import struct
 import time
 from typing import Final
 
+from .._wiring import library_logger
+
 __all__ = ["CHECKPOINT_PAGES", "FORCE_PAGES", "IDLE_SECONDS", "WalCheckpointer"]
 
-logger = logging.getLogger("aperion_event_bus.storage")
+logger = library_logger("aperion_event_bus.storage")
 
 #: Checkpoint when this many pages were appended since the last one and the queue is empty.
 CHECKPOINT_PAGES: Final = 256

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import _thread
 import asyncio
-import logging
 import queue
 import sqlite3
 import threading
@@ -30,13 +29,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from .._wiring import library_logger
 from ._connections import translate_error
 from ._errors import StoreClosedError, StoreError
 from ._wal import IDLE_SECONDS, WalCheckpointer
 
 __all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "Op", "SyncWaiter"]
 
-logger = logging.getLogger("aperion_event_bus.storage")
+logger = library_logger("aperion_event_bus.storage")
 
 #: A handler returns this for an op that has more work to do in a later batch.
 RESUBMIT: Final = object()

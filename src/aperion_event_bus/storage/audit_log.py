@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import importlib
-import logging
 import os
 import threading
 import time
@@ -41,12 +40,13 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from .._frozen import thaw
 from .._json import dumps
+from .._wiring import library_logger
 from ..errors import ConfigurationError, EventBusError
 from ..events import ENVELOPE_FIELDS, Event
 
 __all__ = ["AuditLogger", "RedactorLike"]
 
-logger = logging.getLogger("aperion_event_bus.audit")
+logger = library_logger("aperion_event_bus.audit")
 
 _FILE_MODE = 0o600
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)

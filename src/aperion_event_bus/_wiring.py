@@ -1,0 +1,165 @@
+"""Adapters that plug the optional parts (redaction, audit log, metrics) into the bus.
+
+Each adapter is created only when its feature is configured, so a plain bus pays
+nothing for them. The redaction engine is imported on first use: ``import
+aperion_event_bus`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .events import Event
+    from .observability.collector import MetricsCollector
+    from .storage.audit_log import AuditLogger
+    from .subscriptions import Subscription
+
+__all__ = ["AuditSink", "LazyRedactor", "MetricsObserver", "RedactingLoggerFilter", "library_logger"]
+
+
+class LazyRedactor:
+    """Redactor-like object that builds the real ``Redactor`` on first use."""
+
+    __slots__ = ("_lock", "_real")
+
+    def __init__(self, real: Any = None) -> None:
+        self._real = real
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        real = self._real
+        if real is None:
+            with self._lock:
+                if self._real is None:
+                    from .redaction import default_redactor
+
+                    self._real = default_redactor()
+                real = self._real
+        return real
+
+    def redact_string(self, text: str) -> str:
+        result: str = self._get().redact_string(text)
+        return result
+
+    def redact(self, data: Any) -> Any:
+        return self._get().redact(data)
+
+
+class RedactingLoggerFilter(logging.Filter):
+    """Redacts every record of the library's own loggers (msg, args, extras, exc text).
+
+    Built lazily so importing the package does not import the redaction engine;
+    costs nothing for records that are never created (level disabled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inner: logging.Filter | None = None
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        inner = self._inner
+        if inner is None:
+            with self._lock:
+                if self._inner is None:
+                    from .redaction import RedactingFilter
+
+                    self._inner = RedactingFilter()
+                inner = self._inner
+        return inner.filter(record)
+
+
+_FILTER = RedactingLoggerFilter()
+
+
+def library_logger(name: str) -> logging.Logger:
+    """A logger of the ``aperion_event_bus`` tree with the redaction filter attached."""
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger
+
+
+class AuditSink:
+    """Feeds the JSONL audit log from a background thread.
+
+    Publishing only appends to a queue; the thread writes, redacts and flushes the
+    lines (typically within a millisecond). ``flush()`` waits until everything
+    queued so far is written; ``close()`` flushes and stops the thread."""
+
+    def __init__(self, audit: AuditLogger) -> None:
+        self.audit = audit
+        self._queue: deque[Event] = deque()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._written = 0
+        self._queued = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="aperion-audit", daemon=True)
+        self._thread.start()
+
+    def log(self, event: Event) -> None:
+        self._queued += 1
+        self._queue.append(event)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while queue:
+                event = queue.popleft()
+                try:
+                    self.audit.log_event(event)
+                except Exception:
+                    logging.getLogger("aperion_event_bus.audit").exception("audit write failed")
+                with self._idle:
+                    self._written += 1
+                    self._idle.notify_all()
+            if self._closed and not queue:
+                return
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until every event queued so far is written; False on timeout."""
+        target = self._queued
+        with self._idle:
+            return self._idle.wait_for(lambda: self._written >= target, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout)
+        self.audit.close()
+
+
+class MetricsObserver:
+    """HandlerObserver that records handler calls, errors, timeouts and retries."""
+
+    def __init__(self, collector: MetricsCollector) -> None:
+        self.collector = collector
+
+    def handler_finished(
+        self,
+        sub: Subscription,
+        event: Event,
+        duration: float,
+        error: BaseException | None,
+        timed_out: bool,
+        attempts: int,
+    ) -> None:
+        if timed_out:
+            self.collector.record_handler_timeout(event.event_type, sub.handler_name, duration)
+        else:
+            self.collector.record_handler_execution(
+                event.event_type, sub.handler_name, duration, error is None
+            )
+        if error is not None:
+            self.collector.record_event_failed(event.event_type)
+
+    def handler_retry(self, sub: Subscription, event: Event, attempt: int) -> None:
+        self.collector.record_handler_retry(event.event_type, sub.handler_name)
