@@ -299,7 +299,7 @@ def main() -> None:
     rows.append(("fan-out: 1 handler, no other subscriptions (handler calls/s)", "baseline", one))
     rows.append(("fan-out: 10 handlers + 1,000 non-matching patterns (calls/s)", "<= 1.5x cost", ten))
     add("blinker Signal.send -> 1 receiver", "reference", lambda: blinker_send(n))
-    add("bubus await dispatch one at a time -> 1 async handler", "reference", lambda: bubus_dispatch(n_small))
+    add("bubus await dispatch one at a time -> 1 async handler", "reference", lambda: bubus_dispatch(max(2_000, n // 40)))
     growth, mem_rate = aperion_memory(mem_n)
 
     print()

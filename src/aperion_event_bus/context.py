@@ -8,6 +8,7 @@ never pass an unsafe value through.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
@@ -93,21 +94,33 @@ def _header(headers: Mapping[str, Any], name: str) -> Any:
     return None
 
 
+_TRACEPARENT_RE = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^ \t]*)?[ \t]*\Z"
+)
+
+
+def parse_traceparent(value: object) -> tuple[str, str, str] | None:
+    """``(trace_id, parent_span_id, flags)`` of a valid W3C ``traceparent``, else None.
+
+    Follows the W3C rules: lowercase hex, version ``ff`` invalid, version ``00``
+    has exactly four fields, all-zero trace and span ids invalid."""
+    if not isinstance(value, str) or len(value) > 512:
+        return None
+    match = _TRACEPARENT_RE.match(value)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    if trace_id == "0" * 32 or span_id == "0" * 16:
+        return None
+    return trace_id, span_id, flags
+
+
 def trace_id_from_traceparent(value: object) -> str | None:
     """The 32-hex trace id of a valid W3C ``traceparent`` value, else None."""
-    if not isinstance(value, str):
-        return None
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    version, trace_id, span_id, flags = parts[0], parts[1], parts[2], parts[3]
-    try:
-        int(version, 16), int(trace_id, 16), int(span_id, 16), int(flags[:2], 16)
-    except ValueError:
-        return None
-    if version == "ff" or trace_id == "0" * 32 or span_id == "0" * 16:
-        return None
-    return trace_id.lower()
+    parsed = parse_traceparent(value)
+    return parsed[0] if parsed else None
 
 
 def extract_correlation_id_from_headers(headers: Mapping[str, Any]) -> str:

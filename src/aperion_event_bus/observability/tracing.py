@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
+from ..context import parse_traceparent, trace_id_from_traceparent
 from ._optional import is_installed, is_loaded, require
 
 if TYPE_CHECKING:
@@ -47,39 +47,12 @@ TRACEPARENT_HEADER: Final = "traceparent"
 TRACESTATE_HEADER: Final = "tracestate"
 _TRACE_MODULE: Final = "opentelemetry.trace"
 
-# version-traceid-parentid-flags; version ff is invalid; all-zero ids are invalid.
-_TRACEPARENT_RE: Final = re.compile(
-    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^ \t]*)?[ \t]*$"
-)
-_ZERO_TRACE: Final = "0" * 32
-_ZERO_SPAN: Final = "0" * 16
 
 F = TypeVar("F", bound=Callable[..., Any])
 H = TypeVar("H", bound=MutableMapping[str, str])
 
 
 # -- W3C trace context as strings (no OpenTelemetry needed) ----------------
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str, str] | None:
-    """``(trace_id, parent_span_id, flags)`` of a valid W3C traceparent, else None."""
-    if not value or len(value) > 512:
-        return None
-    match = _TRACEPARENT_RE.match(value)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest) or trace_id == _ZERO_TRACE:
-        return None
-    if span_id == _ZERO_SPAN:
-        return None
-    return trace_id, span_id, flags
-
-
-def trace_id_from_traceparent(value: str | None) -> str | None:
-    """The 32-hex trace id of a valid traceparent (the correlation id rule uses it)."""
-    parsed = parse_traceparent(value)
-    return parsed[0] if parsed else None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

@@ -128,7 +128,13 @@ def _pii_kind(words: tuple[str, ...]) -> str | None:
 class KeyClassifier:
     """Classifies keys, with a bounded per-instance cache (keys repeat a lot)."""
 
-    __slots__ = ("_cache", "_extra", "_reversed_cache", "_use_defaults")
+    __slots__ = (
+        "_cache",
+        "_extra",
+        "_harmless_reversed",
+        "_use_defaults",
+        "never_secret",
+    )
 
     _MAX_CACHE: Final = 8192
 
@@ -138,7 +144,9 @@ class KeyClassifier:
         )
         self._use_defaults = use_defaults
         self._cache: dict[str, KeyClass] = {}
-        self._reversed_cache: dict[str, bool] = {}
+        self._harmless_reversed: set[str] = set()
+        #: No key is secret at all (no default names, no extra names).
+        self.never_secret: bool = not use_defaults and not self._extra
 
     def classify(self, key: str) -> KeyClass:
         """Verdict for ``key`` (cached)."""
@@ -157,18 +165,20 @@ class KeyClassifier:
     def any_secret_reversed(self, reversed_keys: list[str]) -> bool:
         """True if any of the keys, each given reversed (as read from reversed text), is secret.
 
-        A hot path for ``key=value`` scanning, hence its own cache keyed on the reversed name.
+        A hot path for ``key=value`` scanning: the reversed names already known to be
+        harmless are kept in a set, so the usual answer (none is secret) is one C call.
         """
-        cache = self._reversed_cache
+        harmless = self._harmless_reversed
+        if harmless.issuperset(reversed_keys):
+            return False
         for rkey in reversed_keys:
-            secret = cache.get(rkey)
-            if secret is None:
-                secret = self.classify(rkey[::-1]).secret
-                if len(cache) >= self._MAX_CACHE:
-                    cache.clear()
-                cache[rkey] = secret
-            if secret:
+            if rkey in harmless:
+                continue
+            if self.classify(rkey[::-1]).secret:
                 return True
+            if len(harmless) >= self._MAX_CACHE:
+                harmless.clear()
+            harmless.add(rkey)
         return False
 
     def _classify(self, key: str) -> KeyClass:

@@ -55,6 +55,8 @@ _TOKEN_SHAPE: Final = re.compile(r"\[[A-Z0-9_]+(?::[0-9a-f]{6})?\]")
 _HIDDEN_SCALARS: Final = (bool, type(None))
 _CUSTOM_PRIORITY: Final = -1
 _MAX_KEY_CACHE: Final = 8192
+# Re-scans after a partial overlap (see Redactor._rescan); one is almost always enough.
+_MAX_RESCANS: Final = 3
 _DEPTH_TOKEN: Final = "[REDACTED_DEPTH]"
 _CYCLE_TOKEN: Final = "[CYCLE]"
 
@@ -152,6 +154,7 @@ class Redactor:
         "_keys",
         "_mode",
         "_patterns",
+        "_plain_tokens",
         "_private_ips",
         "_pseudonym_key",
     )
@@ -204,6 +207,8 @@ class Redactor:
         self._disabled = frozenset(k.lower() for k in disabled_kinds)
         self._private_ips = redact_private_ips
         self._fast_path = not self._patterns and not self._detectors
+        # Every finding becomes token_for(kind): what _render does in this case.
+        self._plain_tokens = self._mode is RedactionMode.TOKEN and not self._fixed
         self._filtering = bool(
             self._disabled or self._allow_domains or self._allow_values or self._allow_patterns
         )
@@ -264,16 +269,33 @@ class Redactor:
 
     def find(self, text: str) -> list[tuple[int, int, str]]:
         """The spans :meth:`redact_string` would replace, as ``(start, end, kind)``."""
-        return [(s, e, k) for s, e, k, _ in self._findings(text)]
+        return [(s, e, k) for s, e, k, _ in self._findings(text)[0]]
 
     # -- strings -------------------------------------------------------------------------
-    def _findings(self, text: str) -> list[Finding]:
+    def _findings(self, text: str) -> tuple[list[Finding], bool]:
+        """The findings to replace, and whether one was dropped by a partial overlap."""
         found = scan_text(text, self._keys, private_ips=self._private_ips)
         if self._fast_path:
             if not found:
-                return found
+                return found, False
             if len(found) == 1 and not self._filtering:
-                return found
+                return found, False
+        return self._resolve(text, found)
+
+    def _resolve(self, text: str, found: list[Finding]) -> tuple[list[Finding], bool]:
+        """Add custom matches, drop allowed ones and pick non-overlapping findings.
+
+        Leftmost-longest: a finding inside an earlier chosen one is dropped. A finding
+        that starts inside a chosen one but reaches past it (a partial overlap) keeps
+        its tail, from the next letter or digit on, so no fragment of a card, IBAN,
+        phone or key is left in clear (``password=hunter2=DE89 3704 0044 0532 0130 00``
+        -> ``password=[REDACTED] [REDACTED_IBAN]``). Emails are the exception: their
+        tail is the domain, not personal on its own, and an email overlapping a
+        finding is URL user info (``redis://user:pass@host``: the host stays).
+
+        The second value is True after a partial overlap; ``_text`` then re-scans its
+        output until it is a fixpoint.
+        """
         for pattern, kind in self._patterns:
             for m in pattern.finditer(text):
                 if m.end() > m.start():
@@ -284,17 +306,30 @@ class Redactor:
                 if 0 <= start < end <= n:
                     found.append((start, end, kind, _CUSTOM_PRIORITY))
         if not found:
-            return found
+            return found, False
         if self._filtering:
             found = [f for f in found if not self._allowed(f[2], text[f[0] : f[1]])]
         found.sort(key=lambda f: (f[0], -f[1], f[3]))
         chosen: list[Finding] = []
         last_end = 0
+        partial = False
         for f in found:
-            if f[0] >= last_end:
-                chosen.append(f)
-                last_end = f[1]
-        return chosen
+            start, end = f[0], f[1]
+            if start < last_end:
+                if end <= last_end:
+                    continue
+                partial = True
+                if f[2] == "email":
+                    continue
+                start = last_end
+                while start < end and not text[start].isalnum():
+                    start += 1
+                if start == end:
+                    continue
+                f = (start, end, f[2], f[3])
+            chosen.append(f)
+            last_end = end
+        return chosen, partial
 
     def _allowed(self, kind: str, value: str) -> bool:
         if kind in self._disabled:
@@ -308,22 +343,51 @@ class Redactor:
                     return True
         return any(p.fullmatch(value) for p in self._allow_patterns)
 
-    def _text(self, text: str, counts: Counter[str] | None) -> str:
-        if self._fast_path and (len(text) < 5 or text.isalpha()):
-            return text
-        findings = self._findings(text)
-        if not findings:
-            return text
+    def _text(self, text: str, counts: Counter[str] | None, rescan: bool = True) -> str:
+        """``text`` redacted; after a partial overlap (``rescan``) a fixpoint."""
+        partial = False
+        if self._fast_path:  # _findings inlined: this is the hot path for log lines
+            if len(text) < 5 or text.isalpha():
+                return text
+            findings = scan_text(text, self._keys, private_ips=self._private_ips)
+            if not findings:
+                return text
+            if len(findings) > 1 or self._filtering:
+                findings, partial = self._resolve(text, findings)
+                if not findings:
+                    return text
+        else:
+            findings, partial = self._findings(text)
+            if not findings:
+                return text
         out: list[str] = []
         pos = 0
+        plain = self._plain_tokens
         for start, end, kind, _ in findings:
             out.append(text[pos:start])
-            out.append(self._render(kind, text[start:end]))
+            out.append(token_for(kind) if plain else self._render(kind, text[start:end]))
             if counts is not None:
                 counts[kind] += 1
             pos = end
         out.append(text[pos:])
+        if partial and rescan:
+            return self._rescan("".join(out), counts)
         return "".join(out)
+
+    def _rescan(self, text: str, counts: Counter[str] | None) -> str:
+        """Redact ``text`` again until nothing changes (at most ``_MAX_RESCANS`` rounds).
+
+        Only called after a partial overlap, where the text around the tokens differs
+        from what the first pass read. The tokens themselves are never detected, so
+        each round only touches clear text, and stopping at an unchanged text makes
+        the result a fixpoint: redacting it again changes nothing.
+        """
+        for _ in range(_MAX_RESCANS):
+            again = self._text(text, counts, rescan=False)
+            if again == text:
+                break
+            text = again
+        return text
 
     def _render(self, kind: str, value: str) -> str:
         fixed = self._fixed.get(kind)
