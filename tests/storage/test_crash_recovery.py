@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -33,6 +34,12 @@ def _run_and_kill(db: Path, synchronous: str, seed: int, rng: random.Random) -> 
     )
     assert child.stdout is not None and child.stderr is not None
     try:
+        # never hang on a child that cannot start (e.g. a starved machine): wait 60 s
+        ready, _, _ = select.select([child.stdout], [], [], 60.0)
+        if not ready:
+            child.kill()
+            _, err = child.communicate(timeout=10)
+            raise AssertionError(f"child did not report READY within 60 s: {err.decode()[-2000:]}")
         first = child.stdout.readline()
         assert first.startswith(b"READY"), first + child.stderr.read()
         time.sleep(rng.uniform(0.0, 0.35))
@@ -44,6 +51,7 @@ def _run_and_kill(db: Path, synchronous: str, seed: int, rng: random.Random) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_sigkill_never_loses_a_committed_append(tmp_path: Path) -> None:
     db = tmp_path / "crash.db"
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
