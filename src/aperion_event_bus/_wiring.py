@@ -7,6 +7,7 @@ aperion_event_bus`` stays light.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import deque
@@ -101,11 +102,25 @@ class AuditSink:
         self._thread = threading.Thread(target=self._run, name="aperion-audit", daemon=True)
         self._thread.start()
 
+    #: queued lines beyond which publishers on plain threads wait for the writer
+    HIGH_WATER = 20_000
+
     def log(self, event: Event) -> None:
         self._queued += 1
         self._queue.append(event)
         if not self._wake.is_set():
             self._wake.set()
+        if len(self._queue) > self.HIGH_WATER and asyncio._get_running_loop() is None:
+            self.flush(None)  # the disk is slower than the publisher: slow it down, lose nothing
+
+    def backlog(self) -> int:
+        """Lines queued but not yet written."""
+        return len(self._queue)
+
+    async def throttle(self) -> None:
+        """For async publishers: yield until the backlog is below the high-water mark."""
+        while len(self._queue) > self.HIGH_WATER:
+            await asyncio.sleep(0.001)
 
     def _run(self) -> None:
         queue = self._queue

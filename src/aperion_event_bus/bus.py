@@ -10,14 +10,15 @@ timeout), cancel async handlers still running and stop the thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._frozen import freeze_payload
 from ._ids import new_event_id
@@ -31,6 +32,9 @@ from .results import HandlerResult, PublishResult
 from .subscriptions import Subscription, SubscriptionRegistry
 from .typed import EventSchema, event_type_of
 from .validation import EventValidator
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
 
 __all__ = ["HANDLER_ERROR_EVENT", "EventBus"]
 
@@ -55,7 +59,10 @@ class EventBus:
     New, keyword-only options: ``parallel_handlers`` (run an event's handlers
     concurrently instead of in priority order), ``tracing`` (True, or an
     ``EventTracer``: OpenTelemetry spans and W3C trace context on every event) and
-    ``name`` (used for thread names).
+    ``name`` (used for thread names) and ``store`` (a ``SQLiteStore`` or a
+    ``"sqlite:///path/events.db"`` URL: every published event is committed before
+    ``publish``/``emit`` return, durable subscriptions get at-least-once delivery,
+    see ``recover`` and ``replay``; the bus opens the store and closes it on close).
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class EventBus:
         parallel_handlers: bool = False,
         tracing: Any = None,
         name: str = "event-bus",
+        store: SQLiteStore | str | None = None,
     ) -> None:
         if handler_timeout is not None and handler_timeout <= 0:
             raise ConfigurationError("handler_timeout must be a positive number of seconds or None")
@@ -102,6 +110,8 @@ class EventBus:
         self.metrics = _collector(metrics)
         self.dead_letter_queue = dead_letter_queue
         self.tracer = _tracer(tracing, self._redactor)
+        self.store = _open_store(store)
+        self._durable: dict[str, str] = {}  # subscription id -> durable name
         self._audit: AuditSink | None = None
         if enable_audit and event_log_path is not None:
             from .storage.audit_log import AuditLogger
@@ -134,7 +144,8 @@ class EventBus:
         self._closed = False
         # features the hot path of publish_nowait skips: take the full path instead
         self._slow_publish = any(
-            x is not None for x in (self.validator, self.metrics, self.tracer, self._audit)
+            x is not None
+            for x in (self.validator, self.metrics, self.tracer, self._audit, self.store)
         )
         self._stats_lock = threading.Lock()
         self._published = 0
@@ -218,6 +229,7 @@ class EventBus:
         name: str | None = None,
         weak: bool = True,
         metadata: Mapping[str, Any] | None = None,
+        durable: bool = False,
     ) -> Any:
         """Subscribe to an event type, a pattern (``user.*``, ``*.created``, ``*``), a
         list of them, or a typed-event class (handlers then get validated instances).
@@ -227,7 +239,10 @@ class EventBus:
         handler_timeout), ``retries`` with exponential ``retry_backoff``,
         ``concurrency`` (> 1: deliveries may overlap and lose their ordering),
         ``name`` (stable name; used for logs, metrics and durable delivery),
-        ``weak`` (bound methods are held weakly unless False).
+        ``weak`` (bound methods are held weakly unless False), ``durable`` (needs
+        ``name`` and a bus ``store``: every delivery is recorded and acknowledged after
+        success; unacknowledged ones are redelivered by ``recover()``; the handler is
+        then held strongly).
         """
         options = dict(
             timeout=timeout,
@@ -236,6 +251,7 @@ class EventBus:
             concurrency=concurrency,
             name=name,
             weak=weak,
+            durable=durable,
         )
         if handler is not None:
             return self._add(handler, target, priority, metadata, **options)
@@ -256,6 +272,9 @@ class EventBus:
     ) -> Subscription:
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; create a new EventBus")
+        durable = bool(options.pop("durable", False))
+        if durable:
+            handler = self._durable_handler(handler, options)
         schema: EventSchema | None = None
         patterns: Iterable[str]
         if isinstance(target, type):
@@ -278,7 +297,49 @@ class EventBus:
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
         self._registry.add(sub)
+        if durable:
+            self._durable[sub.subscription_id] = options["name"]
         return sub
+
+    def _durable_handler(self, handler: Callable[..., Any], options: dict[str, Any]) -> Any:
+        """Check a durable subscription's options; wrap its handler in the tracking adapter."""
+        name = options.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValidationError(
+                "durable=True needs a stable subscription name: pass name='...' (pending "
+                "deliveries are stored under it and redelivered to the subscription of that name)"
+            )
+        if self.store is None:
+            raise ValidationError(
+                "durable=True needs a store: create the bus with "
+                "EventBus(store='sqlite:///path/events.db')"
+            )
+        if name in self._durable.values():
+            raise ValidationError(f"a durable subscription named {name!r} already exists")
+        if not callable(handler):
+            raise ValidationError(f"handler must be callable, got {type(handler).__qualname__}")
+        from .durable import _DurableAsync, _DurableSync
+        from .subscriptions import is_async_callable
+
+        options["weak"] = False  # the adapter holds the handler
+        cls = _DurableAsync if is_async_callable(handler) else _DurableSync
+        return cls(handler, self.store, name)
+
+    def _durable_names(self, subs: tuple[Subscription, ...]) -> tuple[str, ...]:
+        durable = self._durable
+        if not durable:
+            return ()
+        return tuple(durable[s.subscription_id] for s in subs if s.subscription_id in durable)
+
+    def _append_sync(self, event: Event, subs: tuple[Subscription, ...], api: str) -> None:
+        """Commit ``event`` to the store from a plain thread (never from a loop thread)."""
+        assert self.store is not None
+        if running_loop() is not None:
+            raise EventBusError(
+                f"{api} cannot be used on a thread running an event loop when the bus has a "
+                "store: committing the event would block the loop; use `await bus.publish(...)`"
+            )
+        self.store.append_sync(event, self._durable_names(subs))
 
     def _schema(self, cls: type) -> EventSchema:
         name = event_type_of(cls)
@@ -295,6 +356,7 @@ class EventBus:
     def unsubscribe(self, subscription_id: str) -> bool:
         """Remove a subscription by id (1.x); True if it existed."""
         sub = self._registry.remove(subscription_id)
+        self._durable.pop(subscription_id, None)
         if sub is None:
             return False
         self._dispatcher.close_lane(sub)
@@ -308,6 +370,7 @@ class EventBus:
             return int(self.unsubscribe(target))
         gone = self._registry.remove_where(lambda s: s.handler == target)
         for sub in gone:
+            self._durable.pop(sub.subscription_id, None)
             self._dispatcher.close_lane(sub)
         return len(gone)
 
@@ -462,6 +525,8 @@ class EventBus:
         then empty. A dropped event gives ``accepted=False``.
         """
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
+        if self.store is not None:
+            await self.store.append(ev, self._durable_names(subs))
         d = self._ensure_loop()
         self._count_published(ev)
         if not subs:
@@ -539,6 +604,8 @@ class EventBus:
                 d._dispatch(_Chain(ev, subs, copy_context(), None, None))
             return ev
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
+        if self.store is not None:
+            self._append_sync(ev, subs, "publish_nowait")
         return ev if self._submit(ev, subs) else None
 
     def _quick_event(
@@ -668,6 +735,8 @@ class EventBus:
         runtime = self._runtime
         if runtime is not None:
             await asyncio.to_thread(runtime.stop, 5.0)
+        if self.store is not None:
+            await self.store.aclose()  # commits the acks still queued
         self._finish_close(drained)
         return drained
 
@@ -681,7 +750,147 @@ class EventBus:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self._audit is not None:
             self._audit.close()
+        if self.store is not None:
+            self.store.close()  # idempotent; commits the acks still queued
         self._closed = True
+
+    # ============================================================ durability
+    def _require_store(self, api: str) -> SQLiteStore:
+        if self.store is None:
+            raise ConfigurationError(
+                f"bus.{api}() needs a store: create the bus with "
+                "EventBus(store='sqlite:///path/events.db')"
+            )
+        return self.store
+
+    async def recover(self) -> int:
+        """Redeliver every unacknowledged delivery of the durable subscriptions
+        subscribed now (in publish order, each to its own subscription only); returns
+        how many were redelivered once they have all been handled.
+
+        Call it at start, after subscribing the durable handlers and before
+        publishing: deliveries of names not subscribed stay pending. Inside the
+        handler ``delivery_attempt()`` tells the attempt number (>= 2 for an event
+        whose earlier attempt failed or was cut short by a crash).
+        """
+        store = self._require_store("recover")
+        d = self._ensure_loop()
+        await store.flush()  # acks queued with ack_nowait must not look pending
+        total = 0
+        for sub_id, name in list(self._durable.items()):
+            sub = self._registry.get(sub_id)
+            if sub is None:
+                continue
+            pending = await asyncio.to_thread(store.pending_deliveries, name)
+            if pending:
+                await self._deliver_to(d, sub, [event for event, _ in pending], copy_context())
+                total += len(pending)
+        return total
+
+    def recover_sync(self, timeout: float | None = None) -> int:
+        """``recover()`` for sync code (not on a thread running an event loop)."""
+        if running_loop() is not None:
+            raise EventBusError(
+                "recover_sync() was called on a thread running an event loop, where waiting "
+                "would block the loop; use `await bus.recover()`"
+            )
+        self._require_store("recover_sync")
+        loop = self._ensure_loop().loop
+        assert loop is not None
+        if not loop.is_running():  # the application's loop, idle now
+            return loop.run_until_complete(self.recover())
+        return asyncio.run_coroutine_threadsafe(self.recover(), loop).result(timeout)
+
+    async def _deliver_to(
+        self, d: Dispatcher, sub: Subscription, events: list[Event], ctx: Any
+    ) -> None:
+        """Queue ``events`` (in order) for ``sub`` alone and wait until all are handled."""
+        caller_loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = caller_loop.create_future()
+        on_loop = d.on_loop_thread()
+        left = len(events)
+
+        def notify(_chain: _Chain) -> None:  # runs on the bus loop thread only
+            nonlocal left
+            left -= 1
+            if left == 0:
+                if on_loop:
+                    _resolve(done)
+                else:
+                    caller_loop.call_soon_threadsafe(_resolve, done)
+
+        for event in events:
+            d.admit_forced()
+            d.enqueue(_Chain(event, (sub,), ctx, notify, None))
+        await done
+
+    async def replay(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        types: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        *,
+        to: Subscription | Callable[..., Any],
+    ) -> int:
+        """Deliver stored events (publish order, filtered as in ``stored_events``) to one
+        handler or subscription, one at a time; returns how many were delivered.
+
+        Inside the handler ``is_replay()`` is True. Replays are not tracked (no
+        attempt, no ack) and a handler failure is logged, not dead-lettered.
+        """
+        from .durable import _replaying
+
+        store = self._require_store("replay")
+        if isinstance(to, Subscription):
+            sub = to
+        elif callable(to):
+            sub = Subscription(to, ["*"], weak=False)
+        else:
+            raise ValidationError("replay(to=...) takes a handler or a Subscription")
+        handler = sub.handler
+        if handler is None:
+            raise ValidationError(f"the handler of {sub!r} is gone")
+        d = self._ensure_loop()
+        loop = d.loop
+        assert loop is not None
+        ctx = copy_context()
+        ctx.run(_replaying.set, True)
+        count = 0
+        async for event in store.aiter_events(since, until, types, correlation_id):
+            if sub.is_async:
+                call = d.call_async(sub, handler, event, ctx)
+                if d.on_loop_thread():
+                    outcome = await call
+                else:
+                    outcome = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
+            else:
+                outcome = await asyncio.to_thread(d.call_sync, sub, handler, event, ctx)
+            error = outcome[1]
+            if error is not None:
+                logger.warning(
+                    "replay of %s %s to %s failed: %s: %s",
+                    event.event_type,
+                    event.event_id,
+                    sub.handler_name,
+                    type(error).__name__,
+                    self._redactor.redact_string(str(error)),
+                )
+            count += 1
+        return count
+
+    def stored_events(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        types: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[Event]:
+        """Stored events in publish order (``async for``): ``since``/``until`` Unix times
+        (inclusive), ``types`` names or patterns, ``correlation_id``."""
+        store = self._require_store("stored_events")
+        return store.aiter_events(since, until, types, correlation_id, batch_size)
 
     async def __aenter__(self) -> EventBus:
         self._ensure_loop()
@@ -722,10 +931,14 @@ class EventBus:
                     "loop, where waiting would block the loop; use `await bus.publish(...)`"
                 )
             ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
+            if self.store is not None:
+                self._append_sync(ev, subs, "emit")
             self._count_published(ev)
             self.run_inline(ev, subs)
             return ev.event_id
         ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
+        if self.store is not None:
+            self._append_sync(ev, subs, "emit")
         return ev.event_id if self._submit(ev, subs) else _DROPPED_ID
 
     def run_inline(
@@ -1036,6 +1249,8 @@ class EventBus:
             stats["dlq"] = self.dead_letter_queue.get_stats()
         if self._audit is not None:
             stats["audit"] = audit_stats
+        if self.store is not None:
+            stats["store"] = dataclasses.asdict(self.store.stats())
         return stats
 
     def get_events(
@@ -1095,3 +1310,24 @@ def _tracer(tracing: Any, redactor: LazyRedactor) -> Any:
     raise ConfigurationError(
         f"tracing must be True, False or an EventTracer, not {type(tracing).__qualname__}"
     )
+
+
+def _open_store(store: Any) -> SQLiteStore | None:
+    """``store=``: None, a ``sqlite:///...`` URL or a ``SQLiteStore`` (opened if needed)."""
+    if store is None:
+        return None
+    from .storage.sqlite import SQLiteStore
+
+    opened: SQLiteStore
+    if isinstance(store, str):
+        opened = SQLiteStore.from_url(store)
+    elif isinstance(store, SQLiteStore):
+        opened = store
+    else:
+        raise ConfigurationError(
+            f"store must be a SQLiteStore or a 'sqlite:///path/events.db' URL, not "
+            f"{type(store).__qualname__}"
+        )
+    if not opened.is_open:
+        opened.open()
+    return opened

@@ -1,0 +1,85 @@
+"""Delivery context for durable subscriptions: attempt number, replay flag, tracking adapter.
+
+``delivery_attempt()`` and ``is_replay()`` are read inside a handler. A subscription
+made with ``durable=True`` (on a bus with a store) gets its handler wrapped, at
+subscribe time, in a ``_DurableAsync``/``_DurableSync`` adapter: it records the
+attempt in the store before calling the handler and queues the ack after success.
+The dispatcher never sees the store, so buses without one pay nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from .context import _current_event
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
+
+__all__ = ["delivery_attempt", "is_replay"]
+
+_attempt: ContextVar[int] = ContextVar("aperion_delivery_attempt", default=1)
+_replaying: ContextVar[bool] = ContextVar("aperion_replaying", default=False)
+
+
+def delivery_attempt() -> int:
+    """The attempt number of the current delivery: 1 normally, N when it is redelivered
+    (by ``bus.recover()`` after a crash or failure, or by a retry of a durable subscription)."""
+    return _attempt.get()
+
+
+def is_replay() -> bool:
+    """True inside a handler called by ``bus.replay(...)``."""
+    return _replaying.get()
+
+
+class _Durable:
+    """Shared part of the adapters; compares equal to the wrapped handler (for ``bus.off``)."""
+
+    def __init__(self, handler: Callable[..., Any], store: SQLiteStore, name: str) -> None:
+        self.handler = handler
+        self.store = store
+        self.name = name
+        self.__name__ = getattr(handler, "__name__", name)
+        self.__qualname__ = getattr(handler, "__qualname__", name)
+        self.__module__ = getattr(handler, "__module__", __name__)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _Durable):
+            return bool(self.handler == other.handler)
+        return bool(self.handler == other)
+
+    def __hash__(self) -> int:
+        return hash(self.handler)
+
+    def _event_id(self) -> str | None:
+        if _replaying.get():
+            return None  # replays are not tracked deliveries
+        event = _current_event.get()
+        return None if event is None else event.event_id
+
+
+class _DurableAsync(_Durable):
+    async def __call__(self, arg: Any) -> Any:
+        event_id = self._event_id()
+        if event_id is None:
+            return await self.handler(arg)
+        attempt = await self.store.record_attempt(event_id, self.name)
+        _attempt.set(max(attempt, 1))
+        result = await self.handler(arg)
+        self.store.ack_nowait(event_id, self.name)
+        return result
+
+
+class _DurableSync(_Durable):
+    def __call__(self, arg: Any) -> Any:
+        event_id = self._event_id()
+        if event_id is None:
+            return self.handler(arg)
+        attempt = self.store.record_attempt_sync(event_id, self.name)
+        _attempt.set(max(attempt, 1))
+        result = self.handler(arg)
+        self.store.ack_nowait(event_id, self.name)
+        return result
