@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import threading
 import time
@@ -25,7 +26,7 @@ from ._ids import new_event_id
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
-from .dispatch import Dispatcher, OverflowPolicy, _Chain, _resolve
+from .dispatch import Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
 from .results import HandlerResult, PublishResult
@@ -42,6 +43,7 @@ logger = library_logger("aperion_event_bus.bus")
 HANDLER_ERROR_EVENT = "system.handler_error"
 F = TypeVar("F", bound=Callable[..., Any])
 _time = time.time
+_perf = time.perf_counter
 _running_loop = asyncio._get_running_loop
 _current_event_get = _current_event.get
 _correlation_get = _correlation_id.get
@@ -524,9 +526,22 @@ class EventBus:
         accepted (awaiting a slot under the BLOCK policy); ``handler_results`` is
         then empty. A dropped event gives ``accepted=False``.
         """
-        ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
-        if self.store is not None:
-            await self.store.append(ev, self._durable_names(subs))
+        if (
+            type(event) is str
+            and (payload is None or type(payload) is dict)
+            and not self._slow_publish
+            and event
+            and event not in self._schemas
+        ):
+            ev = self._quick_event(event, payload or {}, source, correlation_id, causation_id)
+            subs = self._registry.match(event)
+        else:
+            ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
+            if self.store is not None:
+                await self.store.append(ev, self._durable_names(subs))
+            audit = self._audit
+            if audit is not None and audit.backlog() > audit.HIGH_WATER:
+                await audit.throttle()  # the audit writer is behind: wait instead of piling up
         d = self._ensure_loop()
         self._count_published(ev)
         if not subs:
@@ -534,18 +549,9 @@ class EventBus:
         results: list[HandlerResult] | None = [] if wait else None
         chain = _Chain(ev, subs, copy_context(), None, results)
         on_loop = d.on_loop_thread()
-        caller_loop = asyncio.get_running_loop()
         done: asyncio.Future[None] | None = None
-        if wait:
-            done = caller_loop.create_future()
-            if on_loop:
-                chain.notify = lambda _c: _resolve(done)
-            else:
-
-                def notify(_chain: _Chain) -> None:
-                    caller_loop.call_soon_threadsafe(_resolve, done)
-
-                chain.notify = notify
+        if wait and d._queued is not None:  # DROP_OLDEST may drop it as soon as it is admitted
+            done = self._completion(chain, on_loop)
         nested = _current_event_get() is not None  # published from inside a handler
         admitted = d.try_admit(chain)
         if admitted is None:
@@ -556,11 +562,13 @@ class EventBus:
         elif admitted is False:
             return PublishResult(ev, accepted=False, dropped_reason="max_pending_events reached")
         if wait and on_loop and not self.parallel_handlers and (nested or d.lanes_idle(subs)):
-            chain.notify = None
+            chain.notify = None  # run in this task: nothing to wait for
             await d.run_direct(chain)
             if chain.state == 2:  # DROPPED by DROP_OLDEST before it started
                 return PublishResult(ev, accepted=False, dropped_reason="dropped as oldest queued event")
             return PublishResult(ev, True, results or [])
+        if wait and done is None:
+            done = self._completion(chain, on_loop)
         d.enqueue(chain)
         if done is None:
             return PublishResult(ev)
@@ -568,6 +576,21 @@ class EventBus:
         if chain.state == 2:  # DROPPED by DROP_OLDEST while queued
             return PublishResult(ev, accepted=False, dropped_reason="dropped as oldest queued event")
         return PublishResult(ev, True, results or [])
+
+    @staticmethod
+    def _completion(chain: _Chain, on_loop: bool) -> asyncio.Future[None]:
+        """A future of the calling loop that resolves when ``chain`` finishes."""
+        caller_loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = caller_loop.create_future()
+        if on_loop:
+            chain.notify = lambda _c: _resolve(done)
+        else:
+
+            def notify(_chain: _Chain) -> None:
+                caller_loop.call_soon_threadsafe(_resolve, done)
+
+            chain.notify = notify
+        return done
 
     def publish_nowait(
         self,
@@ -920,29 +943,35 @@ class EventBus:
         it is not subject to backpressure and cannot be used on a thread that runs
         an event loop (use ``await bus.publish`` there).
         """
-        if not isinstance(event_type, str) or not event_type:
+        if type(event_type) is not str or not event_type:
             raise ValidationError("event_type must be a non-empty string")
-        if not isinstance(payload, Mapping):
+        if type(payload) is not dict and not isinstance(payload, Mapping):
             raise ValidationError("payload must be a dict", event_type)
-        if wait_for_handlers:
-            if running_loop() is not None:
-                raise EventBusError(
-                    "emit(..., wait_for_handlers=True) was called on a thread running an event "
-                    "loop, where waiting would block the loop; use `await bus.publish(...)`"
-                )
+        if wait_for_handlers and _running_loop() is not None:
+            raise EventBusError(
+                "emit(..., wait_for_handlers=True) was called on a thread running an event "
+                "loop, where waiting would block the loop; use `await bus.publish(...)`"
+            )
+        if not self._slow_publish and type(payload) is dict and event_type not in self._schemas:
+            ev = self._quick_event(event_type, payload, source, correlation_id, None)
+            subs = self._registry.match(event_type)
+        else:
             ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
             if self.store is not None:
                 self._append_sync(ev, subs, "emit")
+        if wait_for_handlers:
             self._count_published(ev)
-            self.run_inline(ev, subs)
+            self.run_inline(ev, subs, collect=False)
             return ev.event_id
-        ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
-        if self.store is not None:
-            self._append_sync(ev, subs, "emit")
         return ev.event_id if self._submit(ev, subs) else _DROPPED_ID
 
     def run_inline(
-        self, event: Event, subs: tuple[Subscription, ...], *, report: bool = True
+        self,
+        event: Event,
+        subs: tuple[Subscription, ...],
+        *,
+        report: bool = True,
+        collect: bool = True,
     ) -> list[HandlerResult]:
         """Run ``subs`` for ``event`` now, from a thread without a running loop.
 
@@ -963,9 +992,11 @@ class EventBus:
             d.enqueue(chain)
             finished.wait()
             return results
+        sink = results if collect else None
+        plain = d.span is None and d.observer is None
         for sub in subs:
-            handler = sub.handler
-            if handler is None or not sub.active:
+            handler = sub._strong or sub.handler
+            if handler is None or not sub._active:
                 continue
             if sub.is_async:
                 loop = self._ensure_loop().loop
@@ -973,10 +1004,28 @@ class EventBus:
                 outcome = asyncio.run_coroutine_threadsafe(
                     d.call_async(sub, handler, event, ctx), loop
                 ).result()
+            elif plain and report and not collect and sub.schema is None and not sub.retries:
+                # 1.x emit(wait_for_handlers=True) hot path: call, time, report failures only
+                start = _perf()
+                try:
+                    own = ctx if len(subs) == 1 else ctx.copy()
+                    value = own.run(_enter, handler, event, event)
+                    if value is not None and inspect.isawaitable(value):
+                        d.settle(sub, event, None, d.call_sync(sub, handler, event, ctx))
+                        continue
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    d.settle(sub, event, None, (None, exc, False, _perf() - start, 1))
+                    continue
+                timeout = d.timeout_of(sub)
+                if timeout is not None and _perf() - start > timeout:
+                    d.settle(sub, event, None, d.overtime(sub, event, _perf() - start, timeout))
+                continue
             else:
                 outcome = d.call_sync(sub, handler, event, ctx, measure_timeout=True)
             if report:
-                d.settle(sub, event, results, outcome)
+                d.settle(sub, event, sink, outcome)
             else:
                 value, error, timed_out, duration, attempts = outcome
                 results.append(

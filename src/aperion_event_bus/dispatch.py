@@ -889,20 +889,25 @@ class Dispatcher:
             if error is None and measure_timeout:
                 timeout = self.timeout_of(sub)
                 if timeout is not None and duration > timeout:
-                    timed_out = True
-                    error = HandlerTimeoutError(
-                        f"sync handler {sub.handler_name} took {duration:.3f}s, over its "
-                        f"{timeout}s timeout, for {event.event_type} {event.event_id}; "
-                        "its result was discarded",
-                        sub.handler_name,
-                        event.event_id,
-                    )
-                    return (None, error, True, _perf() - first_start, attempts)
+                    return self.overtime(sub, event, _perf() - first_start, timeout, attempts)
             if error is None or attempts > sub.retries or (progress and progress.abandoned):
                 return (value, error, timed_out, _perf() - first_start, attempts)
             if self.observer is not None:
                 self.observer.handler_retry(sub, event, attempts)
             time.sleep(sub.retry_backoff * (2 ** (attempts - 1)))
+
+    def overtime(
+        self, sub: Subscription, event: Event, duration: float, timeout: float, attempts: int = 1
+    ) -> Outcome:
+        """Outcome of a sync handler that ran inline and returned after its timeout."""
+        error = HandlerTimeoutError(
+            f"sync handler {sub.handler_name} took {duration:.3f}s, over its "
+            f"{timeout}s timeout, for {event.event_type} {event.event_id}; "
+            "its result was discarded",
+            sub.handler_name,
+            event.event_id,
+        )
+        return (None, error, True, duration, attempts)
 
     def _await_from_thread(self, awaitable: Any, ctx: Context) -> Any:
         """A sync handler returned an awaitable: finish it on the bus loop, in the
@@ -1062,6 +1067,9 @@ class Dispatcher:
         if not self._start(chain):
             return  # dropped by DROP_OLDEST before it started
         subs = chain.subs
+        if len(subs) == 1:
+            await self._run_direct_one(chain, subs[0])
+            return
         lanes: list[_Lane | None] = []
         for sub in subs:
             if sub.active and sub.handler is not None:
@@ -1104,6 +1112,34 @@ class Dispatcher:
                 self.on_cancelled(subs[index], chain.event)
             self._hand_rest_to_lanes(chain, index + 1)
             raise
+        self._finish(chain)
+
+    async def _run_direct_one(self, chain: _Chain, sub: Subscription) -> None:
+        """``run_direct`` for the common single-subscription event."""
+        handler = sub._strong or sub.handler
+        if handler is None or not sub._active:
+            self._finish(chain)
+            return
+        lane = sub._lane
+        if lane is None or lane.closing or lane.dead:
+            lane = self._open_lane(sub)
+        lane.running += 1
+        try:
+            if sub.is_async:
+                await self._deliver_async(sub, handler, chain)
+            else:
+                await self._run_sync_batch(sub, handler, [chain])
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit) as exc:
+            if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
+                self.on_cancelled(sub, chain.event)
+            self._finish(chain)
+            raise
+        except BaseException as exc:
+            self._settle(sub, chain, (None, exc, False, 0.0, 1))
+        finally:
+            lane.running -= 1
+            if lane.mailbox:
+                lane.wake()
         self._finish(chain)
 
     def _hand_rest_to_lanes(self, chain: _Chain, start: int) -> None:
