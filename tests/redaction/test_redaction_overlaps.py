@@ -7,6 +7,9 @@ second pass then redacted (not idempotent).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import pytest
 
 from aperion_event_bus.redaction import TOKENS, Redactor
@@ -32,8 +35,8 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.abcDEF123_-xyz"
         # fully covered findings are simply part of the secret value
         ("secret=x=bob@example.com", "secret=[REDACTED]"),
         ("password=hunter2=123-45-6789", "password=[REDACTED]"),
-        # an email glued to a JWT: one token, nothing re-detected afterwards
-        (f"bob@example.com{JWT}", "[REDACTED_EMAIL].abcDEF123_-xyz"),
+        # an email glued to a JWT: the JWT's tail past the email is a token of its own
+        (f"bob@example.com{JWT}", "[REDACTED_EMAIL].[REDACTED_JWT]"),
         # 1.x: the email found in URL user info overlaps the credentials; the host stays
         (
             "redis://user:pass@ftp.example.com/files",
@@ -59,6 +62,9 @@ def test_partial_overlap_leaves_nothing_in_clear(text: str, expected: str) -> No
         "?key=4111-1111-1111-1111",
         "aws_secret_access_key=Basic dXNlcjpwYXNz",
         "authorization=Bearer abcdef123456789012345",
+        # a Basic credential glued to "=": not one while a digit follows, nor after redaction
+        "Basic dXNlcjpwYXNz=10.0.0.1",
+        "EMP-1232001:db8::1",
     ],
 )
 @pytest.mark.parametrize("redactor", [R, MASK, PSEUDO], ids=["token", "mask", "pseudonymize"])
@@ -104,3 +110,42 @@ def test_tokens_are_never_detected(token: str, context: str) -> None:
 @pytest.mark.parametrize("before", ["password=", "?key=", "card "])
 def test_masked_cards_are_left_alone(masked: str, before: str) -> None:
     assert MASK.redact_string(before + masked) == before + masked
+
+
+def _employee_ids(text: str) -> Iterable[tuple[int, int, str]]:
+    for m in re.finditer(r"EMP-\d{3}", text):
+        yield m.start(), m.end(), "employee_id"
+
+
+CUSTOM_DETECTOR = Redactor(detectors=[_employee_ids])
+CUSTOM_PATTERN = Redactor(patterns={"employee_id": r"EMP-\d{3}"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a number run starting inside an IPv6 address hid the value after it
+        ("2001:db8::1(4111 1111 1111 1111", "[REDACTED_IP]([REDACTED_CC]"),
+        ("+44 20 7946 0958-2001:db8::1", "[REDACTED_PHONE]-[REDACTED_IP]"),
+        ("2001:db8::1 8.8.8.8", "[REDACTED_IP] [REDACTED_IP]"),
+        ("2001:db8::1   8.8.8.8", "[REDACTED_IP]   [REDACTED_IP]"),
+        # a number run spanning the space after a value hid the IPv4 address in it
+        ("(123) 456-7890 8.8.8.8", "[REDACTED_PHONE] [REDACTED_IP]"),
+        # a JWT glued to an email, and one glued to other text next to an email
+        (f"x bob@example.com{JWT} ok", "x [REDACTED_EMAIL].[REDACTED_JWT] ok"),
+        (f"a@b.com id{JWT}", "[REDACTED_EMAIL] id[REDACTED_JWT]"),
+    ],
+)
+def test_values_glued_to_a_finding_are_redacted_in_one_pass(text: str, expected: str) -> None:
+    assert R.redact_string(text) == expected
+    for redactor in (R, MASK, PSEUDO):
+        once = redactor.redact_string(text)
+        assert redactor.redact_string(once) == once
+
+
+@pytest.mark.parametrize("redactor", [CUSTOM_DETECTOR, CUSTOM_PATTERN], ids=["detector", "pattern"])
+def test_custom_finding_glued_to_an_ipv6_address(redactor: Redactor) -> None:
+    text = "EMP-1232001:db8::1"
+    once = redactor.redact_string(text)
+    assert once == "[REDACTED_EMPLOYEE_ID][REDACTED_IP]"
+    assert redactor.redact_string(once) == once

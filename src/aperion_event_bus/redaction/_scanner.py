@@ -158,12 +158,14 @@ _BOUNDARY: Final = re.compile(
             r"s(?P<api_key>k-(?:[a-z]{2,8}-){0,2}[A-Za-z0-9_-]{20,})",
             r"a(?P<aws_arn>rn:aws[\w-]*:[\w-]+:[\w-]*:\d{12}:[^\s\"',;]+)",
             rf"[Bb](?:(?i:earer)[ \t]+(?P<bearer>{_TOKEN_CHARS}{{8,}})"
-            r"|(?i:asic)[ \t]+(?P<basic>[A-Za-z0-9+/]{6,}={0,2})(?![\w+/=]))",
+            r"|(?i:asic)[ \t]+(?P<basic>[A-Za-z0-9+/]{6,}={0,2})(?![\w+/=\[]))",
         ]
     )
     + ")"
 )
 _BOUNDARY_ASCII: Final = _ascii_twin(_BOUNDARY.pattern)
+_BOUNDARY_CHARS_SET: Final = frozenset(" \t\n\r\f\v\u00a0\u3000()[{}<>:=,;\"'|*/@!?&`")
+_JWT_GLUED: Final = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _INLINE: Final = re.compile(
     r"://(?P<url_creds>[^\s:/?#@\"'<>\[\]]*:[^\s/?#\"'<>\[\]]+)@"
     r"|%(?i:3a%2f%2f)(?P<url_creds_enc>[^\s%/?#&@:]*%(?i:3a)[^\s/?#&@:]*?)%40"
@@ -268,7 +270,10 @@ def scan_text(text: str, keys: KeyClassifier, *, private_ips: bool = True) -> li
     ):
         _scan_inline(text, found)
     if "@" in text or (percent and "%40" in text):
+        count = len(found)
         _scan_emails(text, found)
+        if len(found) > count and "eyJ" in text:
+            _scan_glued_jwts(text, found)
     # The gate needs four colons; log timestamps usually have two.
     if colon and ("::" in text or (text.count(":") >= 4 and _IPV6_GATE.search(text) is not None)):
         _scan_ipv6(text, found, private_ips)
@@ -547,6 +552,20 @@ def _classify_run(text: str, start: int, end: int, found: list[Finding], depth: 
                 if right:
                     _classify_run(text, chunks[n - right][0], end, found, depth + 1)
                 return
+
+
+def _scan_glued_jwts(text: str, found: list[Finding]) -> None:
+    """JWTs glued to the text before them, which the boundary scan does not see. Looked
+    for when the text has an email: a JWT glued to one (``bob@example.com<jwt>``) is
+    partly read as its domain, and the part past the email would stay in clear."""
+    i = text.find("eyJ", 1)
+    while i > 0:
+        if text[i - 1] not in _BOUNDARY_CHARS_SET:
+            m = _JWT_GLUED.match(text, i)
+            if m is not None and is_jwt(m.group()):
+                found.append((i, m.end(), "jwt", _TYPED))
+                i = m.end() - 1
+        i = text.find("eyJ", i + 1)
 
 
 def _scan_ipv6(text: str, found: list[Finding], private_ips: bool) -> None:

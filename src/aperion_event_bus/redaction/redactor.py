@@ -121,6 +121,19 @@ def _normalise(kind: str, value: str) -> str:
     return value
 
 
+# Re-scan after redacting a value unless every value is "free standing": the scanners
+# look at the characters around a value (look-arounds, the local part of an email, number
+# runs that span spaces, a match that starts inside the value and reads on past it), so
+# text glued to a value may read differently once the value is a token
+# ("2001:db8::1(4111 1111 1111 1111": the number run starting inside the IPv6 address
+# hid the card). A value between whitespace or quotes, or after "=", reads the same
+# either way, unless a space separates it from a number run (or from more spaces).
+_SAFE_BEFORE: Final = frozenset(" \t\n\r=\"'<")
+_SAFE_AFTER: Final = frozenset(" \t\n\r\"',;>")
+_GLUE_BEFORE_SPACE: Final = frozenset("0123456789) ")
+_GLUE_AFTER_SPACE: Final = frozenset("0123456789+( ")
+
+
 class Redactor:
     """Replace personal data and secrets in strings and nested structures.
 
@@ -363,11 +376,29 @@ class Redactor:
         out: list[str] = []
         pos = 0
         plain = self._plain_tokens
+        # Custom patterns and detectors may read anything around a value: always re-scan.
+        check = rescan and not partial
+        if check and not self._fast_path:
+            partial, check = True, False
+        n = len(text)
         for start, end, kind, _ in findings:
             out.append(text[pos:start])
             out.append(token_for(kind) if plain else self._render(kind, text[start:end]))
             if counts is not None:
                 counts[kind] += 1
+            if check:  # _glued inlined for the common cases (a value between spaces)
+                if start:
+                    ch = text[start - 1]
+                    if ch not in _SAFE_BEFORE or (
+                        ch == " " and start > 1 and text[start - 2] in _GLUE_BEFORE_SPACE
+                    ):
+                        partial, check = True, False
+                if end < n and check:
+                    ch = text[end]
+                    if ch not in _SAFE_AFTER or (
+                        ch == " " and end + 1 < n and text[end + 1] in _GLUE_AFTER_SPACE
+                    ):
+                        partial, check = True, False
             pos = end
         out.append(text[pos:])
         if partial and rescan:
