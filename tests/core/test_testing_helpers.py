@@ -18,7 +18,7 @@ async def test_recorder_fixture_captures_and_asserts(aperion_bus: EventBus, even
     event_recorder.assert_not_published("order.*")
     with pytest.raises(AssertionError, match=r"expected user\.created"):
         event_recorder.assert_published("user.created", user_id=99)
-    with pytest.raises(AssertionError, match="expected no user.deleted"):
+    with pytest.raises(AssertionError, match=r"expected no user\.deleted"):
         event_recorder.assert_not_published("user.deleted")
     assert [e.event_type for e in event_recorder.of_type("user.*")] == ["user.created", "user.deleted"]
     event_recorder.clear()
