@@ -113,6 +113,11 @@ class EventBus:
         self.dead_letter_queue = dead_letter_queue
         self.tracer = _tracer(tracing, self._redactor)
         self.store = _open_store(store)
+        if dead_letter_queue is True:  # a DLQ of its own: in the store when there is one
+            from .dlq import DeadLetterQueue
+
+            backend = self.store.dlq_backend() if self.store is not None else None
+            self.dead_letter_queue = dead_letter_queue = DeadLetterQueue(backend=backend)
         self._durable: dict[str, str] = {}  # subscription id -> durable name
         self._audit: AuditSink | None = None
         if enable_audit and event_log_path is not None:

@@ -59,8 +59,8 @@ def sync_appender(store: SQLiteStore, seed: int) -> None:
 async def main() -> None:
     path, synchronous, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = SQLiteStore(path, synchronous=synchronous, max_batch=200).open()  # type: ignore[arg-type]
+    report("READY", "-")  # first line, before any appender can print
     threading.Thread(target=sync_appender, args=(store, seed), daemon=True).start()
-    report("READY", "-")
     rngs = [random.Random(seed * 100 + w) for w in range(20)]
     await asyncio.gather(*(appender(store, rngs[w], w) for w in range(20)))
 

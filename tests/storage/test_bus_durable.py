@@ -256,3 +256,24 @@ async def test_handler_killed_mid_work_gets_the_event_again(tmp_path: Path) -> N
     assert await asyncio.wait_for(bus.recover(), 5) == 1
     assert got == [(published, 2)]  # attempt 1 was recorded before the kill
     await bus.close()
+
+
+def test_dead_letter_queue_true_persists_in_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "dlq.db"
+    bus = EventBus(store=SQLiteStore(path), dead_letter_queue=True)
+
+    def broken(e: Event) -> None:
+        raise RuntimeError("nope")
+
+    bus.subscribe(broken, "pay.x")
+    bus.emit("pay.x", {"n": 1}, wait_for_handlers=True)
+    assert bus.dead_letter_queue.size() == 1
+    bus.shutdown(2)
+    # a new process (here: a new bus) sees the entry: the DLQ lives in the store
+    again = EventBus(store=SQLiteStore(path), dead_letter_queue=True)
+    [entry] = again.dead_letter_queue.get_all()
+    assert entry.event.payload["n"] == 1 and "nope" in entry.error
+    again.shutdown(2)
+    memory_only = EventBus(dead_letter_queue=True)
+    assert memory_only.dead_letter_queue.size() == 0
+    memory_only.shutdown(1)

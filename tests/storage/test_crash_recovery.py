@@ -41,7 +41,10 @@ def _run_and_kill(db: Path, synchronous: str, seed: int, rng: random.Random) -> 
             _, err = child.communicate(timeout=10)
             raise AssertionError(f"child did not report READY within 60 s: {err.decode()[-2000:]}")
         first = child.stdout.readline()
-        assert first.startswith(b"READY"), first + child.stderr.read()
+        if not first.startswith(b"READY"):
+            child.kill()  # before reading stderr: a child blocked on a full stdout never exits
+            _, err = child.communicate(timeout=10)
+            raise AssertionError(f"child's first line was {first!r}, not READY: {err.decode()[-2000:]}")
         time.sleep(rng.uniform(0.0, 0.35))
     finally:
         child.send_signal(signal.SIGKILL)
