@@ -277,3 +277,44 @@ def test_dead_letter_queue_true_persists_in_the_store(tmp_path: Path) -> None:
     memory_only = EventBus(dead_letter_queue=True)
     assert memory_only.dead_letter_queue.size() == 0
     memory_only.shutdown(1)
+
+
+async def test_trace_context_survives_a_store_round_trip(tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from aperion_event_bus import EventTracer
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    path = tmp_path / "traced.db"
+
+    first = EventBus(store=url(path), tracing=EventTracer(provider))
+
+    @first.on("trip.booked", name="ticketing", durable=True)
+    async def crashes(e: Event) -> None:
+        raise RuntimeError("printer on fire")
+
+    result = await first.publish("trip.booked", {"id": 1})
+    await first.close()
+
+    second = EventBus(store=url(path), tracing=EventTracer(provider))
+    seen: list[Event] = []
+
+    @second.on("trip.booked", name="ticketing", durable=True)
+    async def works(e: Event) -> None:
+        seen.append(e)
+
+    assert await second.recover() == 1
+    await second.close()
+    assert seen[0].traceparent == result.event.traceparent
+    producer_span_id = int(result.event.traceparent.split("-")[2], 16)
+    trace_id = int(result.event.traceparent.split("-")[1], 16)
+    consumers = [s for s in exporter.get_finished_spans() if s.name == "process trip.booked"]
+    assert len(consumers) == 2  # the failed attempt and the redelivery
+    for span in consumers:
+        assert span.context.trace_id == trace_id
+        assert span.parent is not None and span.parent.span_id == producer_span_id
