@@ -235,3 +235,24 @@ async def test_tracing_records_redacted_errors(tracer_and_exporter) -> None:
     [span] = [s for s in exporter.get_finished_spans() if s.name == "process x.fail"]
     assert span.status.status_code.name == "ERROR"
     assert EMAIL not in json.dumps([dict(ev.attributes or {}) for ev in span.events], default=str)
+
+
+async def test_incoming_traceparent_header_becomes_the_parent(tracer_and_exporter) -> None:
+    from opentelemetry import context as otel_context
+
+    from aperion_event_bus import extract_trace_context_from_headers
+
+    tracer, exporter = tracer_and_exporter
+    header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    incoming = extract_trace_context_from_headers({"traceparent": header})
+    async with EventBus(tracing=tracer) as bus:
+        bus.on("req.handled", lambda e: None)
+        token = otel_context.attach(incoming)
+        try:
+            result = await bus.publish("req.handled", {})
+        finally:
+            otel_context.detach(token)
+    assert result.event.traceparent.split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert result.event.correlation_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    [producer] = [s for s in exporter.get_finished_spans() if s.name == "publish req.handled"]
+    assert producer.parent is not None and producer.parent.span_id == 0x00F067AA0BA902B7
