@@ -153,10 +153,27 @@ class AuditSink:
 
 
 class MetricsObserver:
-    """HandlerObserver that records handler calls, errors, timeouts and retries."""
+    """HandlerObserver that records handler calls, errors, timeouts and retries.
+
+    The collector's recording methods are bound once (re-bound when
+    ``collector`` is replaced): this runs once per handler call."""
+
+    __slots__ = ("_collector", "_execution", "_failed", "_retry", "_timeout")
 
     def __init__(self, collector: MetricsCollector) -> None:
         self.collector = collector
+
+    @property
+    def collector(self) -> MetricsCollector:
+        return self._collector
+
+    @collector.setter
+    def collector(self, collector: MetricsCollector) -> None:
+        self._collector = collector
+        self._execution = collector.record_handler_execution
+        self._timeout = collector.record_handler_timeout
+        self._failed = collector.record_event_failed
+        self._retry = collector.record_handler_retry
 
     def handler_finished(
         self,
@@ -168,13 +185,11 @@ class MetricsObserver:
         attempts: int,
     ) -> None:
         if timed_out:
-            self.collector.record_handler_timeout(event.event_type, sub.handler_name, duration)
+            self._timeout(event.event_type, sub.handler_name, duration)
         else:
-            self.collector.record_handler_execution(
-                event.event_type, sub.handler_name, duration, error is None
-            )
+            self._execution(event.event_type, sub.handler_name, duration, error is None)
         if error is not None:
-            self.collector.record_event_failed(event.event_type)
+            self._failed(event.event_type)
 
     def handler_retry(self, sub: Subscription, event: Event, attempt: int) -> None:
-        self.collector.record_handler_retry(event.event_type, sub.handler_name)
+        self._retry(event.event_type, sub.handler_name)

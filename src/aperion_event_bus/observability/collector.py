@@ -32,16 +32,19 @@ metric; event ids, correlation ids and sources are never labels.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .metrics import MetricsBackend, NoopMetrics
+from .metrics import InMemoryMetrics, MetricsBackend, NoopMetrics
 
 __all__ = ["MetricsCollector"]
 
 _MAX_CACHED_TAGS: Final = 10_000
 _DEFAULT_LATENCY_SAMPLES: Final = 100
+_DEFAULT_GAUGE_INTERVAL: Final = 0.01
+_monotonic = time.monotonic
 
 
 class _HandlerStats:
@@ -96,15 +99,50 @@ class _HandlerStats:
 
 
 class _HandlerTags:
-    """Pre-built tag dicts for one (event type, handler) pair."""
+    """Pre-built tag dicts for one (event type, handler) pair.
 
-    __slots__ = ("base", "error", "success", "timeout")
+    ``keys`` holds the :class:`InMemoryMetrics` series names, built on first use
+    when that is the backend (dropped whenever the backend changes)."""
+
+    __slots__ = ("base", "error", "keys", "success", "timeout")
 
     def __init__(self, event_type: str, handler_name: str) -> None:
         self.base = {"event_type": event_type, "handler_name": handler_name}
         self.success = {**self.base, "status": "success"}
         self.error = {**self.base, "status": "error"}
         self.timeout = {**self.base, "status": "timeout"}
+        self.keys: _HandlerKeys | None = None
+
+
+class _HandlerKeys:
+    """InMemoryMetrics series names for one (event type, handler) pair."""
+
+    __slots__ = (
+        "errors",
+        "exec_error",
+        "exec_success",
+        "exec_timeout",
+        "latency_error",
+        "latency_success",
+        "latency_timeout",
+        "retries",
+        "timeouts",
+    )
+
+    def __init__(
+        self, collector: MetricsCollector, mem: InMemoryMetrics, tags: _HandlerTags
+    ) -> None:
+        key = mem._key
+        c = collector
+        self.exec_success = key(c._n_exec, tags.success)
+        self.exec_error = key(c._n_exec, tags.error)
+        self.exec_timeout = key(c._n_exec, tags.timeout)
+        self.latency_success = key(c._n_handler_latency, tags.success)
+        self.latency_error = key(c._n_handler_latency, tags.error)
+        self.latency_timeout = key(c._n_handler_latency, tags.timeout)
+        self.errors = key(c._n_errors, tags.base)
+        self.timeouts = key(c._n_timeouts, tags.base)
+        self.retries = key(c._n_retries, tags.base)
 
 
 class MetricsCollector:
@@ -112,6 +150,14 @@ class MetricsCollector:
 
     ``backend`` defaults to :class:`NoopMetrics`; ``prefix`` is joined to every
     metric name with ``_``.  All methods are thread-safe.
+
+    The exact in-process figures (``get_snapshot()``) are always current.  The
+    pending-events gauge, set on every publish, is forwarded to the backend
+    only when its value changed and at most once per ``gauge_interval``
+    seconds (default 10 ms); a value held back is forwarded by the next update
+    after the interval, by :meth:`get_snapshot` (so ``bus.get_stats()``) and by
+    :meth:`flush_gauges`.  ``gauge_interval=0`` forwards every change.  The
+    other gauges are forwarded on every update.
     """
 
     EVENTS_EMITTED: Final = "events_emitted_total"
@@ -136,8 +182,12 @@ class MetricsCollector:
         prefix: str = "event_bus",
         *,
         latency_samples: int = _DEFAULT_LATENCY_SAMPLES,
+        gauge_interval: float = _DEFAULT_GAUGE_INTERVAL,
     ) -> None:
         self.prefix = prefix
+        self.gauge_interval = gauge_interval
+        self._pending_sent: float | None = None  # last pending count forwarded
+        self._pending_next = 0.0  # monotonic time from which the next may go
         self._latency_samples = latency_samples
         self._lock = threading.Lock()
         n = self._name
@@ -157,6 +207,7 @@ class MetricsCollector:
         self._n_dlq = n(self.DLQ_SIZE)
         self._n_subs = n(self.SUBSCRIPTIONS)
         self._type_tags: dict[str, dict[str, str]] = {}
+        self._emitted_keys: dict[str, str] = {}
         self._handler_tags: dict[tuple[str, str], _HandlerTags] = {}
         self._redaction_tags: dict[str, dict[str, str]] = {}
         self._emitted: dict[str, int] = {}
@@ -173,6 +224,7 @@ class MetricsCollector:
         }
         self._backend: MetricsBackend = NoopMetrics()
         self._active = False
+        self._mem: InMemoryMetrics | None = None
         self.backend = backend if backend is not None else NoopMetrics()
 
     # -- configuration ----------------------------------------------------
@@ -185,6 +237,14 @@ class MetricsCollector:
     def backend(self, backend: MetricsBackend) -> None:
         self._backend = backend
         self._active = type(backend) is not NoopMetrics
+        # exact InMemoryMetrics (not a subclass, which may override the public
+        # methods): record with pre-built series names
+        self._mem = backend if type(backend) is InMemoryMetrics else None
+        self._emitted_keys = {}
+        for tags in list(self._handler_tags.values()):
+            tags.keys = None
+        self._pending_sent = None
+        self._pending_next = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -213,6 +273,15 @@ class MetricsCollector:
                 self._handler_tags[key] = tags
         return tags
 
+    def _handler_keys(
+        self, mem: InMemoryMetrics, event_type: str, handler_name: str
+    ) -> _HandlerKeys:
+        tags = self._tags_for_handler(event_type, handler_name)
+        keys = tags.keys
+        if keys is None:
+            keys = tags.keys = _HandlerKeys(self, mem, tags)
+        return keys
+
     def _handler(self, handler_name: str) -> _HandlerStats:
         stats = self._handlers.get(handler_name)
         if stats is None:
@@ -234,8 +303,17 @@ class MetricsCollector:
         not used as a label (label sets are fixed and low-cardinality).
         """
         with self._lock:
-            self._emitted[event_type] = self._emitted.get(event_type, 0) + 1
-        if self._active:
+            emitted = self._emitted
+            emitted[event_type] = emitted.get(event_type, 0) + 1
+        mem = self._mem
+        if mem is not None and latency_seconds is None:
+            key = self._emitted_keys.get(event_type)
+            if key is None:
+                key = mem._key(self._n_emitted, self._tags_for_type(event_type))
+                if len(self._emitted_keys) < _MAX_CACHED_TAGS:
+                    self._emitted_keys[event_type] = key
+            mem._count_keyed(key, 1)
+        elif self._active:
             tags = self._tags_for_type(event_type)
             self._backend.increment(self._n_emitted, 1, tags)
             if latency_seconds is not None:
@@ -295,7 +373,15 @@ class MetricsCollector:
                 stats.success_count += 1
             else:
                 stats.failure_count += 1
-        if self._active:
+        mem = self._mem
+        if mem is not None:
+            keys = self._handler_keys(mem, event_type, handler_name)
+            if success:
+                mem._call_keyed(keys.exec_success, keys.latency_success, duration_seconds * 1000.0)
+            else:
+                mem._call_keyed(keys.exec_error, keys.latency_error, duration_seconds * 1000.0)
+                mem._count_keyed(keys.errors, 1)
+        elif self._active:
             tags = self._tags_for_handler(event_type, handler_name)
             status_tags = tags.success if success else tags.error
             backend = self._backend
@@ -317,7 +403,12 @@ class MetricsCollector:
             stats.add_call(duration_seconds)
             stats.failure_count += 1
             stats.timeout_count += 1
-        if self._active:
+        mem = self._mem
+        if mem is not None:
+            keys = self._handler_keys(mem, event_type, handler_name)
+            mem._call_keyed(keys.exec_timeout, keys.latency_timeout, duration_seconds * 1000.0)
+            mem._count_keyed(keys.timeouts, 1)
+        elif self._active:
             tags = self._tags_for_handler(event_type, handler_name)
             backend = self._backend
             backend.increment(self._n_exec, 1, tags.timeout)
@@ -328,7 +419,10 @@ class MetricsCollector:
         """A failed handler call is about to be retried."""
         with self._lock:
             self._handler(handler_name).retry_count += 1
-        if self._active:
+        mem = self._mem
+        if mem is not None:
+            mem._count_keyed(self._handler_keys(mem, event_type, handler_name).retries, 1)
+        elif self._active:
             tags = self._tags_for_handler(event_type, handler_name)
             self._backend.increment(self._n_retries, 1, tags.base)
 
@@ -360,8 +454,27 @@ class MetricsCollector:
             self._backend.gauge(name, float(value))
 
     def update_pending_count(self, count: int) -> None:
-        """Accepted-but-unfinished events (the backpressure figure)."""
-        self._set_gauge("pending_events", self._n_pending, count)
+        """Accepted-but-unfinished events (the backpressure figure).
+
+        Called on every publish, so it is rate limited towards the backend (see
+        the class docstring); the snapshot value is always exact.
+        """
+        self._gauges["pending_events"] = count
+        if self._active and count != self._pending_sent:
+            now = _monotonic()
+            if now >= self._pending_next:
+                self._pending_next = now + self.gauge_interval
+                self._pending_sent = count
+                self._backend.gauge(self._n_pending, float(count))
+
+    def flush_gauges(self) -> None:
+        """Forward a pending-events value held back by the rate limit, if any."""
+        if self._active:
+            count = self._gauges["pending_events"]
+            if count != self._pending_sent:
+                self._pending_sent = count
+                self._pending_next = _monotonic() + self.gauge_interval
+                self._backend.gauge(self._n_pending, float(count))
 
     def update_queue_depth(self, depth: int) -> None:
         """Events waiting in the bus's queues (not yet dispatched)."""
@@ -394,6 +507,7 @@ class MetricsCollector:
         ``queue_depth``, ``in_flight``, ``dlq_size``, ``subscriptions``, and
         ``backend`` (class name).
         """
+        self.flush_gauges()
         with self._lock:
             emitted = dict(self._emitted)
             dropped = dict(self._dropped)

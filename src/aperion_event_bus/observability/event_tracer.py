@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import ConfigurationError
@@ -107,6 +109,10 @@ class TracedEvent(Protocol):
     def source(self) -> str | None: ...
 
 
+_MAX_PRODUCED: Final = 1024  # producer span contexts remembered for local consumers
+_MAX_NAMES: Final = 1024  # span names / constant attributes cached per event type
+
+
 def _format_traceparent(ctx: SpanContext) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
@@ -115,6 +121,90 @@ def _attribute_value(value: Any) -> Any:
     if isinstance(value, str | bool | int | float):
         return value
     return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+
+
+class _Constant:
+    """Context manager whose block gets a fixed value and that does nothing else.
+
+    The non-recording fast path returns these (shared, immutable): no span, no
+    context change, so entering and leaving costs two method calls."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __enter__(self) -> Any:
+        return self.value
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+_NO_CONTEXT: Final = _Constant((None, None))
+
+
+class _SpanScope:
+    """Shared ``__exit__`` of the span scopes: record the error, detach, end."""
+
+    __slots__ = ("_owner", "_span", "_token")
+
+    _owner: EventTracer
+    _span: Any
+    _token: Any
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        owner = self._owner
+        span = self._span
+        try:
+            if exc is not None:
+                owner.record_error(span, exc)
+        finally:
+            owner._detach(self._token)
+            span.end()
+
+
+class _PublishScope(_SpanScope):
+    """``with tracer.publish_span(...) as (traceparent, tracestate)`` (a recording tracer)."""
+
+    __slots__ = ("_args",)
+
+    def __init__(self, owner: EventTracer, args: tuple[Any, ...]) -> None:
+        self._owner = owner
+        self._args = args
+
+    def __enter__(self) -> tuple[str | None, str | None]:
+        span, value = self._owner._start_producer(*self._args)
+        self._span = span
+        self._token = self._owner._activate(span)
+        return value
+
+
+class _ConsumeScope(_SpanScope):
+    """``with tracer.consume_span(event, handler_name) as span`` (a recording tracer)."""
+
+    __slots__ = ("_event", "_handler_name")
+
+    def __init__(self, owner: EventTracer, event: TracedEvent, handler_name: str) -> None:
+        self._owner = owner
+        self._event = event
+        self._handler_name = handler_name
+
+    def __enter__(self) -> Span:
+        span = self._owner._start_consumer(self._event, self._handler_name)
+        self._span = span
+        self._token = self._owner._activate(span)
+        return span
 
 
 class EventTracer:
@@ -129,6 +219,14 @@ class EventTracer:
             ``redact(obj) -> obj`` (e.g. ``aperion_event_bus.redaction.Redactor``),
             applied to exception messages, stack traces and payload attributes.
             Without one, exception text is recorded as is.
+
+    Cost: with a non-recording tracer (``NoOpTracerProvider``, or the global
+    provider while no SDK is installed) no span is created at all: publishing
+    only reads the current span's W3C context (so a parent still flows into
+    the event's ``traceparent``), and a handler call only makes the event's
+    context current when it is not current already.  With a recording tracer,
+    the context of each producer span is remembered (bounded) so local
+    consumers do not re-parse the ``traceparent`` string.
     """
 
     def __init__(
@@ -157,10 +255,68 @@ class EventTracer:
         self._status_error = trace.StatusCode.ERROR
         self._status_cls = trace.Status
         self._empty_context = self._context_api.Context()
+        self._attach = self._context_api.attach
+        self._detach = self._context_api.detach
+        self._set_span_in_context = trace.set_span_in_context
+        self._non_recording_span = trace.NonRecordingSpan
+        self._span_context_cls = trace.SpanContext
+        self._invalid_scope = _Constant(trace.INVALID_SPAN)
         self.include_payload = include_payload
         self.redactor = redactor
         # one-slot cache: handlers of the same event share the parsed parent
         self._last_parent: tuple[str, str | None, Context] | None = None
+        # traceparent -> (tracestate, span context) of recent producer spans
+        self._produced: dict[str, tuple[str | None, SpanContext]] = {}
+        self._publish_names: dict[str, str] = {}
+        self._process_names: dict[str, str] = {}
+        # non-recording fast path: one-slot caches keyed by span context identity
+        self._noop_publish: tuple[SpanContext, _Constant] | None = None
+        self._noop_consume: tuple[SpanContext, str, str | None] | None = None
+        self._current_span = self._current_span_getter()
+        # Recording or not: a NoOpTracer never records; a ProxyTracer (global
+        # provider) records once an SDK provider is installed, checked per call
+        # until then.  Any other tracer takes the general path.
+        self._noop = False
+        self._proxy: Any = None
+        if isinstance(self._tracer, trace.NoOpTracer):
+            self._noop = True
+        elif isinstance(self._tracer, trace.ProxyTracer) and hasattr(self._tracer, "_real_tracer"):
+            self._proxy = self._tracer
+            self._check_proxy()
+
+    def _current_span_getter(self) -> Callable[[], Any]:
+        """Fast ``get_current_span()`` (None when no span is set)."""
+        key = getattr(
+            require("opentelemetry.trace.propagation", "EventTracer", "otel"), "_SPAN_KEY", None
+        )
+        runtime = getattr(self._context_api, "_RUNTIME_CONTEXT", None)
+        var = getattr(runtime, "_current_context", None)
+        if isinstance(key, str) and isinstance(var, ContextVar):
+            get = var.get
+
+            def current() -> Any:
+                return get().get(key)
+
+            return current
+        get_current_span = self._trace.get_current_span
+        return lambda: get_current_span()  # pragma: no cover - other runtime contexts
+
+    def _check_proxy(self) -> None:
+        proxy = self._proxy
+        if proxy._real_tracer is None and getattr(self._trace, "_TRACER_PROVIDER", True) is None:
+            self._noop = True  # no provider installed yet: the proxy is a no-op for now
+            return
+        real = proxy._tracer
+        self._tracer = real
+        self._proxy = None
+        self._noop = isinstance(real, self._trace.NoOpTracer)
+
+    @property
+    def recording(self) -> bool:
+        """False when spans are known not to be recorded (no-op tracer / no SDK yet)."""
+        if self._proxy is not None:
+            self._check_proxy()
+        return not self._noop
 
     # -- parent contexts --------------------------------------------------
 
@@ -168,18 +324,39 @@ class EventTracer:
         last = self._last_parent
         if last is not None and last[0] == traceparent and last[1] == tracestate:
             return last[2]
-        carrier = {"traceparent": traceparent}
-        if tracestate:
-            carrier["tracestate"] = tracestate
-        ctx: Context = self._propagator.extract(carrier, context=self._empty_context)
-        if not self._trace.get_current_span(ctx).get_span_context().is_valid:
-            return None
+        ctx: Context
+        produced = self._produced.get(traceparent)
+        if produced is not None and produced[0] == tracestate:
+            # a producer span of this tracer: same ids/flags/state as parsing would give
+            sc = produced[1]
+            remote = self._span_context_cls(
+                sc.trace_id, sc.span_id, True, sc.trace_flags, sc.trace_state
+            )
+            ctx = self._set_span_in_context(self._non_recording_span(remote), self._empty_context)
+        else:
+            carrier = {"traceparent": traceparent}
+            if tracestate:
+                carrier["tracestate"] = tracestate
+            ctx = self._propagator.extract(carrier, context=self._empty_context)
+            if not self._trace.get_current_span(ctx).get_span_context().is_valid:
+                return None
         self._last_parent = (traceparent, tracestate, ctx)
         return ctx
 
+    def _remember(self, traceparent: str, tracestate: str | None, sc: SpanContext) -> None:
+        produced = self._produced
+        if len(produced) >= _MAX_PRODUCED:
+            try:  # drop the oldest; best effort under threads
+                del produced[next(iter(produced))]
+            except (StopIteration, RuntimeError, KeyError):
+                pass
+        produced[traceparent] = (tracestate, sc)
+
+    def _activate(self, span: Span) -> object:
+        return self._attach(self._set_span_in_context(span))
+
     # -- spans ------------------------------------------------------------
 
-    @contextmanager
     def publish_span(
         self,
         event_type: str,
@@ -189,7 +366,7 @@ class EventTracer:
         parent_tracestate: str | None = None,
         *,
         payload: Mapping[str, Any] | None = None,
-    ) -> Iterator[tuple[str | None, str | None]]:
+    ) -> AbstractContextManager[tuple[str | None, str | None]]:
         """PRODUCER span for one published event; yields its ``(traceparent, tracestate)``.
 
         The parent is ``parent_traceparent`` when given and valid (e.g. from an
@@ -198,7 +375,40 @@ class EventTracer:
         inside the block; an exception is recorded (redacted) and re-raised.
         If ``correlation_id`` is None, the trace id is used as the conversation
         id (see :meth:`trace_id_for_correlation`).
+
+        With a non-recording tracer and no ``parent_traceparent``, no span is
+        created: the block gets the current span's context (if any), which is
+        exactly what the no-op tracer's span would carry.
         """
+        if self._proxy is not None:
+            self._check_proxy()
+        if self._noop and not parent_traceparent:
+            span = self._current_span()
+            if span is None:
+                return _NO_CONTEXT
+            sc = span.get_span_context()
+            if not sc.is_valid:
+                return _NO_CONTEXT
+            cached = self._noop_publish
+            if cached is not None and cached[0] is sc:
+                return cached[1]
+            scope = _Constant((_format_traceparent(sc), sc.trace_state.to_header() or None))
+            self._noop_publish = (sc, scope)
+            return scope
+        return _PublishScope(
+            self,
+            (event_type, event_id, correlation_id, parent_traceparent, parent_tracestate, payload),
+        )
+
+    def _start_producer(
+        self,
+        event_type: str,
+        event_id: str,
+        correlation_id: str | None,
+        parent_traceparent: str | None,
+        parent_tracestate: str | None,
+        payload: Mapping[str, Any] | None,
+    ) -> tuple[Span, tuple[str | None, str | None]]:
         parent = (
             self._context_from(parent_traceparent, parent_tracestate)
             if parent_traceparent
@@ -215,8 +425,13 @@ class EventTracer:
             attributes[ATTR_CONVERSATION_ID] = correlation_id
         if payload is not None and self.include_payload:
             attributes.update(self._payload_attributes(payload))
+        name = self._publish_names.get(event_type)
+        if name is None:
+            name = "publish " + event_type
+            if len(self._publish_names) < _MAX_NAMES:
+                self._publish_names[event_type] = name
         span = self._tracer.start_span(
-            "publish " + event_type,
+            name,
             context=parent,
             kind=self._producer,
             attributes=attributes,
@@ -224,27 +439,16 @@ class EventTracer:
             set_status_on_exception=False,
         )
         span_ctx = span.get_span_context()
-        traceparent: str | None
-        tracestate: str | None
-        if span_ctx.is_valid:
-            traceparent = _format_traceparent(span_ctx)
-            tracestate = span_ctx.trace_state.to_header() or None
-            if correlation_id is None:
-                span.set_attribute(ATTR_CONVERSATION_ID, f"{span_ctx.trace_id:032x}")
-        else:  # no-op tracer and no valid parent anywhere: nothing to propagate
-            traceparent = tracestate = None
-        token = self._context_api.attach(self._trace.set_span_in_context(span))
-        try:
-            yield traceparent, tracestate
-        except BaseException as exc:
-            self.record_error(span, exc)
-            raise
-        finally:
-            self._context_api.detach(token)
-            span.end()
+        if not span_ctx.is_valid:  # no-op tracer and no valid parent anywhere
+            return span, (None, None)
+        traceparent = _format_traceparent(span_ctx)
+        tracestate = span_ctx.trace_state.to_header() or None
+        if correlation_id is None and span.is_recording():
+            span.set_attribute(ATTR_CONVERSATION_ID, f"{span_ctx.trace_id:032x}")
+        self._remember(traceparent, tracestate, span_ctx)
+        return span, (traceparent, tracestate)
 
-    @contextmanager
-    def consume_span(self, event: TracedEvent, handler_name: str) -> Iterator[Span]:
+    def consume_span(self, event: TracedEvent, handler_name: str) -> AbstractContextManager[Span]:
         """CONSUMER span for one handler call; yields the span.
 
         The parent comes from ``event.traceparent``/``event.tracestate`` (a
@@ -255,7 +459,37 @@ class EventTracer:
         recorded (redacted), sets ERROR status and is re-raised; if the engine
         catches handler errors itself, it calls :meth:`record_error` /
         :meth:`record_timeout` with the yielded span instead.
+
+        With a non-recording tracer no span is created: when the event's
+        context (or the absence of one) already is the current one, as it is
+        for handlers running in the publisher's context, the block runs
+        unchanged; otherwise the event's context is made current.
         """
+        if self._proxy is not None:
+            self._check_proxy()
+        if self._noop:
+            span = self._current_span()
+            traceparent = event.traceparent
+            if not traceparent:
+                if span is None or not span.get_span_context().is_valid:
+                    return self._invalid_scope
+            elif span is not None:
+                sc = span.get_span_context()
+                tracestate = event.tracestate
+                cached = self._noop_consume
+                if cached is not None and cached[0] is sc:
+                    if cached[1] == traceparent and cached[2] == tracestate:
+                        return _Constant(span)
+                elif (
+                    sc.is_valid
+                    and _format_traceparent(sc) == traceparent
+                    and ((sc.trace_state.to_header() or None) == (tracestate or None))
+                ):
+                    self._noop_consume = (sc, traceparent, tracestate)
+                    return _Constant(span)
+        return _ConsumeScope(self, event, handler_name)
+
+    def _start_consumer(self, event: TracedEvent, handler_name: str) -> Span:
         traceparent = event.traceparent
         parent = self._context_from(traceparent, event.tracestate) if traceparent else None
         event_type = event.event_type
@@ -280,23 +514,20 @@ class EventTracer:
             payload = event.payload
             if isinstance(payload, Mapping):
                 attributes.update(self._payload_attributes(payload))
-        span = self._tracer.start_span(
-            "process " + event_type,
+        name = self._process_names.get(event_type)
+        if name is None:
+            name = "process " + event_type
+            if len(self._process_names) < _MAX_NAMES:
+                self._process_names[event_type] = name
+        span: Span = self._tracer.start_span(
+            name,
             context=parent if parent is not None else self._empty_context,
             kind=self._consumer,
             attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         )
-        token = self._context_api.attach(self._trace.set_span_in_context(span))
-        try:
-            yield span
-        except BaseException as exc:
-            self.record_error(span, exc)
-            raise
-        finally:
-            self._context_api.detach(token)
-            span.end()
+        return span
 
     # -- errors -----------------------------------------------------------
 

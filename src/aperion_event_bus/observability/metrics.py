@@ -190,16 +190,17 @@ class _Distribution:
         self.samples: list[float] = []
 
     def add(self, value: float, cap: int, rng: random.Random) -> None:
-        self.count += 1
+        count = self.count = self.count + 1
         self.total += value
         if value < self.min:
             self.min = value
         if value > self.max:
             self.max = value
-        if len(self.samples) < cap:
+        if count <= cap:
             self.samples.append(value)
         else:
-            slot = rng.randrange(self.count)
+            # randrange(count) < cap, with one C call (random() is in [0, 1))
+            slot = int(rng.random() * count)
             if slot < cap:
                 self.samples[slot] = value
 
@@ -302,6 +303,38 @@ class InMemoryMetrics(MetricsBackend):
                     return
                 dist = table[key] = _Distribution()
             dist.add(value, self.max_samples, self._rng)
+
+    # -- pre-keyed recording (used by MetricsCollector; keys from _key) ----
+
+    def _count_keyed(self, key: str, value: int) -> None:
+        with self._lock:
+            counters = self.counters
+            if key in counters:
+                counters[key] += value
+            elif self._room_for(key, counters):
+                counters[key] = value
+
+    def _gauge_keyed(self, key: str, value: float) -> None:
+        with self._lock:
+            gauges = self.gauges
+            if key in gauges or self._room_for(key, gauges):
+                gauges[key] = value
+
+    def _call_keyed(self, counter_key: str, timing_key: str, value_ms: float) -> None:
+        """One counter increment plus one timing observation under one lock."""
+        with self._lock:
+            counters = self.counters
+            if counter_key in counters:
+                counters[counter_key] += 1
+            elif self._room_for(counter_key, counters):
+                counters[counter_key] = 1
+            timings = self._timings
+            dist = timings.get(timing_key)
+            if dist is None:
+                if not self._room_for(timing_key, timings):
+                    return
+                dist = timings[timing_key] = _Distribution()
+            dist.add(value_ms, self.max_samples, self._rng)
 
     # -- reading ----------------------------------------------------------
 

@@ -1,0 +1,232 @@
+"""The cheap paths: non-recording tracers, cached parents, keyed InMemoryMetrics, gauge rate limit.
+
+Each fast path must give the same observable result as the general one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aperion_event_bus._wiring import MetricsObserver
+from aperion_event_bus.observability import event_tracer as et
+from aperion_event_bus.observability.collector import MetricsCollector
+from aperion_event_bus.observability.event_tracer import EventTracer
+from aperion_event_bus.observability.metrics import CallbackMetrics, InMemoryMetrics
+
+INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+OTHER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _incoming(traceparent: str = INCOMING, tracestate: str | None = None) -> Any:
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return TraceContextTextMapPropagator().extract(carrier)
+
+
+def _current_traceparent() -> str | None:
+    sc = trace.get_current_span().get_span_context()
+    return et._format_traceparent(sc) if sc.is_valid else None
+
+
+# -- non-recording tracer ---------------------------------------------------
+
+
+def test_noop_publish_propagates_current_context(make_event):
+    tracer = EventTracer(trace.NoOpTracerProvider())
+    assert not tracer.recording
+    token = otel_context.attach(_incoming(tracestate="k=v"))
+    try:
+        for _ in range(2):  # second time from the one-slot cache
+            with tracer.publish_span("a.b", "evt_1", None) as (tp, ts):
+                assert (tp, ts) == (INCOMING, "k=v")
+        event = make_event("a.b", traceparent=INCOMING, tracestate="k=v")
+        for _ in range(2):
+            # the event's context is already current: the block runs unchanged
+            with tracer.consume_span(event, "h") as span:
+                assert not span.is_recording()
+                assert _current_traceparent() == INCOMING
+                with tracer.publish_span("c.d", "evt_2", None) as (tp, ts):
+                    assert (tp, ts) == (INCOMING, "k=v")
+    finally:
+        otel_context.detach(token)
+    with tracer.publish_span("a.b", "evt_1", None) as (tp, ts):
+        assert (tp, ts) == (None, None)
+
+
+def test_noop_consume_makes_event_context_current(make_event):
+    tracer = EventTracer(trace.NoOpTracerProvider())
+    event = make_event("a.b", traceparent=INCOMING)
+    # nothing current (e.g. event from the store): the event's context flows to children
+    with tracer.consume_span(event, "h"):
+        assert _current_traceparent() == INCOMING
+        with tracer.publish_span("c.d", "evt_2", None) as (tp, _):
+            assert tp == INCOMING
+    assert _current_traceparent() is None
+    # a different context is current: the event's own context wins
+    token = otel_context.attach(_incoming(OTHER))
+    try:
+        with tracer.consume_span(event, "h"):
+            assert _current_traceparent() == INCOMING
+        assert _current_traceparent() == OTHER
+        # an event without context runs without one
+        with tracer.consume_span(make_event("a.b"), "h"):
+            assert _current_traceparent() is None
+            with tracer.publish_span("c.d", "evt_2", None) as (tp, _):
+                assert tp is None
+        assert _current_traceparent() == OTHER
+    finally:
+        otel_context.detach(token)
+
+
+def test_noop_exception_propagates(make_event):
+    tracer = EventTracer(trace.NoOpTracerProvider())
+    with pytest.raises(ValueError), tracer.consume_span(make_event("a.b"), "h"):
+        raise ValueError("boom")
+    with pytest.raises(ValueError), tracer.publish_span("a.b", "e", None):
+        raise ValueError("boom")
+
+
+def test_proxy_tracer_starts_recording_once_a_provider_is_set(
+    monkeypatch, provider, exporter, make_event
+):
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    tracer = EventTracer()  # global provider, none installed yet
+    assert not tracer.recording
+    with tracer.publish_span("a.b", "evt_1", None) as (tp, ts):
+        assert (tp, ts) == (None, None)
+    assert exporter.get_finished_spans() == ()
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+    with tracer.publish_span("a.b", "evt_1", None) as (tp, _):
+        assert tp is not None
+    assert tracer.recording
+    assert [s.name for s in exporter.get_finished_spans()] == ["publish a.b"]
+
+
+# -- recording tracer ---------------------------------------------------------
+
+
+def test_local_parent_cache_matches_parsed_parent(provider, exporter, make_event, monkeypatch):
+    tracer = EventTracer(provider)
+    with tracer.publish_span("a.b", "evt_1", "c") as (tp, ts):
+        pass
+    assert tp in tracer._produced
+    with tracer.consume_span(make_event("a.b", traceparent=tp, tracestate=ts), "h"):
+        pass
+    # the same, parsed from the string (as after a store round trip)
+    other = EventTracer(provider)
+    with other.consume_span(make_event("a.b", traceparent=tp, tracestate=ts), "h"):
+        pass
+    pub, cached, parsed = exporter.get_finished_spans()
+    for proc in (cached, parsed):
+        assert proc.parent == parsed.parent
+        assert proc.parent.span_id == pub.context.span_id
+        assert proc.parent.is_remote
+        assert proc.context.trace_id == pub.context.trace_id
+
+
+def test_produced_cache_is_bounded(provider, monkeypatch):
+    monkeypatch.setattr(et, "_MAX_PRODUCED", 8)
+    tracer = EventTracer(provider)
+    for i in range(50):
+        with tracer.publish_span("a.b", f"evt_{i}", "c"):
+            pass
+    assert len(tracer._produced) <= 8
+
+
+# -- metrics ------------------------------------------------------------------
+
+
+class _GenericInMemory(InMemoryMetrics):
+    """A subclass: the collector uses the public methods (the general path)."""
+
+
+def _workload(collector: MetricsCollector) -> None:
+    for i in range(30):
+        collector.record_event_emitted("a.b", source="svc")
+        collector.record_handler_execution("a.b", "h", 0.001 * i, success=i % 3 != 0)
+    collector.record_event_emitted("a.b", latency_seconds=0.002)
+    collector.record_handler_timeout("a.b", "h", 1.5)
+    collector.record_handler_retry("a.b", "h")
+    collector.record_event_failed("a.b")
+    collector.record_event_dropped("a.b")
+
+
+def test_keyed_in_memory_path_matches_general_path():
+    fast, general = InMemoryMetrics(seed=1), _GenericInMemory(seed=1)
+    c_fast, c_general = MetricsCollector(fast), MetricsCollector(general)
+    assert c_fast._mem is fast and c_general._mem is None
+    _workload(c_fast)
+    _workload(c_general)
+    assert fast.snapshot() == general.snapshot()
+    assert (
+        fast.get_counter(
+            "event_bus_handler_executions_total",
+            {"event_type": "a.b", "handler_name": "h", "status": "error"},
+        )
+        == 10
+    )
+
+
+def test_backend_swap_drops_cached_keys():
+    first, second = InMemoryMetrics(), InMemoryMetrics()
+    c = MetricsCollector(first, prefix="one")
+    c.record_handler_execution("a.b", "h", 0.1)
+    c.backend = second
+    c.record_handler_execution("a.b", "h", 0.1)
+    c.record_event_emitted("a.b")
+    assert second.get_counter("one_events_emitted_total", {"event_type": "a.b"}) == 1
+    tags = {"event_type": "a.b", "handler_name": "h", "status": "success"}
+    assert first.get_counter("one_handler_executions_total", tags) == 1
+    assert second.get_counter("one_handler_executions_total", tags) == 1
+
+
+def test_pending_gauge_is_rate_limited_and_flushed():
+    calls: list[tuple[str, float]] = []
+    c = MetricsCollector(
+        CallbackMetrics(lambda kind, name, value, tags: calls.append((name, value))),
+        gauge_interval=3600,
+    )
+    c.update_pending_count(1)
+    c.update_pending_count(1)  # unchanged: not forwarded
+    c.update_pending_count(2)  # within the interval: held back
+    assert calls == [("event_bus_pending_events", 1.0)]
+    assert c.get_snapshot()["pending_events"] == 2  # exact, and flushes
+    assert calls[-1] == ("event_bus_pending_events", 2.0)
+    c.flush_gauges()  # nothing held back
+    assert len(calls) == 2
+    every = MetricsCollector(InMemoryMetrics(), gauge_interval=0)
+    for n in (1, 2, 3):
+        every.update_pending_count(n)
+        backend = every.backend
+        assert isinstance(backend, InMemoryMetrics)
+        assert backend.get_gauge("event_bus_pending_events") == n
+
+
+def test_metrics_observer_rebinds_collector(make_event):
+    first, second = MetricsCollector(InMemoryMetrics()), MetricsCollector(InMemoryMetrics())
+    observer = MetricsObserver(first)
+
+    class Sub:
+        handler_name = "h"
+
+    event = make_event("a.b")
+    observer.handler_finished(Sub(), event, 0.1, None, False, 1)  # type: ignore[arg-type]
+    observer.collector = second
+    observer.handler_finished(Sub(), event, 0.1, ValueError(), False, 1)  # type: ignore[arg-type]
+    observer.handler_finished(Sub(), event, 0.1, TimeoutError(), True, 1)  # type: ignore[arg-type]
+    observer.handler_retry(Sub(), event, 1)  # type: ignore[arg-type]
+    assert observer.collector is second
+    h1 = first.get_snapshot()["handler_stats"]["h"]
+    h2 = second.get_snapshot()["handler_stats"]["h"]
+    assert (h1["success_count"], h1["failure_count"]) == (1, 0)
+    assert (h2["failure_count"], h2["timeout_count"], h2["retry_count"]) == (2, 1, 1)
+    assert second.get_snapshot()["total_events_failed"] == 2
