@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,13 +24,18 @@ __all__ = ["AuditSink", "LazyRedactor", "MetricsObserver", "RedactingLoggerFilte
 
 
 class LazyRedactor:
-    """Redactor-like object that builds the real ``Redactor`` on first use."""
+    """Redactor-like object that builds the real ``Redactor`` on first use.
 
-    __slots__ = ("_lock", "_real")
+    With ``on_counts`` set (the bus sets it to the metrics collector's
+    ``record_redactions``), every call reports how many values of each kind it
+    replaced."""
+
+    __slots__ = ("_lock", "_real", "on_counts")
 
     def __init__(self, real: Any = None) -> None:
         self._real = real
         self._lock = threading.Lock()
+        self.on_counts: Callable[[Mapping[str, int]], None] | None = None
 
     def _get(self) -> Any:
         real = self._real
@@ -43,15 +49,32 @@ class LazyRedactor:
         return real
 
     def redact_string(self, text: str) -> str:
-        result: str = self._get().redact_string(text)
+        if self.on_counts is not None:
+            result: str = self._reported(text)
+            return result
+        result = self._get().redact_string(text)
         return result
 
     def redact(self, data: Any) -> Any:
+        if self.on_counts is not None:
+            return self._reported(data)
         return self._get().redact(data)
+
+    def _reported(self, data: Any) -> Any:
+        real = self._get()
+        report = getattr(real, "redact_with_report", None)
+        if report is None:  # a user redactor without reports
+            return real.redact_string(data) if isinstance(data, str) else real.redact(data)
+        result, counts = report(data)
+        if counts and self.on_counts is not None:
+            self.on_counts(counts)
+        return result
 
 
 class RedactingLoggerFilter(logging.Filter):
-    """Redacts every record of the library's own loggers (msg, args, extras, exc text).
+    """Stamps every record of the library's own loggers with the event context
+    (correlation id, event id and type, trace ids) and redacts it (msg, args,
+    extras, exception text).
 
     Built lazily so importing the package does not import the redaction engine;
     costs nothing for records that are never created (level disabled)."""
@@ -59,6 +82,7 @@ class RedactingLoggerFilter(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._inner: logging.Filter | None = None
+        self._stamp: Callable[[logging.LogRecord], None] | None = None
         self._lock = threading.Lock()
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -66,10 +90,14 @@ class RedactingLoggerFilter(logging.Filter):
         if inner is None:
             with self._lock:
                 if self._inner is None:
+                    from .observability.logging import _stamp
                     from .redaction import RedactingFilter
 
+                    self._stamp = _stamp
                     self._inner = RedactingFilter()
                 inner = self._inner
+        assert self._stamp is not None
+        self._stamp(record)  # correlation_id, event_id, event_type, trace ids (never overwritten)
         return inner.filter(record)
 
 

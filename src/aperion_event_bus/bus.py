@@ -110,6 +110,8 @@ class EventBus:
         self.validator = validator
         self.validate_events = validator is not None
         self.metrics = _collector(metrics)
+        if self.metrics is not None:
+            self._redactor.on_counts = self.metrics.record_redactions  # redactions by type
         self.dead_letter_queue = dead_letter_queue
         self.tracer = _tracer(tracing, self._redactor)
         self.store = _open_store(store)

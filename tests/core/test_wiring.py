@@ -256,3 +256,31 @@ async def test_incoming_traceparent_header_becomes_the_parent(tracer_and_exporte
     assert result.event.correlation_id == "4bf92f3577b34da6a3ce929d0e0e4736"
     [producer] = [s for s in exporter.get_finished_spans() if s.name == "publish req.handled"]
     assert producer.parent is not None and producer.parent.span_id == 0x00F067AA0BA902B7
+
+
+def test_redactions_are_counted_by_type_in_metrics(tmp_path: Path) -> None:
+    from aperion_event_bus import InMemoryMetrics, MetricsCollector
+
+    collector = MetricsCollector(InMemoryMetrics())
+    bus = EventBus(event_log_path=str(tmp_path / "a.jsonl"), metrics=collector)
+    bus.emit("user.created", {"note": f"mail {EMAIL}", "password": "hunter2"})
+    bus.get_events()  # flushes the audit writer, which redacts
+    bus.shutdown(2)
+    redactions = collector.get_snapshot()["redactions"]
+    assert redactions.get("email", 0) >= 1
+    assert sum(redactions.values()) >= 2
+
+
+def test_library_log_records_carry_event_context(caplog: pytest.LogCaptureFixture) -> None:
+    bus = EventBus()
+
+    def broken(e: Event) -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe(broken, "ctx.x")
+    with caplog.at_level(logging.ERROR, logger="aperion_event_bus"):
+        event_id = bus.emit("ctx.x", {}, correlation_id="corr-77", wait_for_handlers=True)
+    bus.shutdown(1)
+    [record] = [r for r in caplog.records if "boom" in r.getMessage()]
+    assert record.correlation_id == "corr-77"
+    assert record.event_id == event_id and record.event_type == "ctx.x"
