@@ -27,6 +27,7 @@ from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
 from .dispatch import Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
+from .durable import _recovering
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
 from .results import HandlerResult, PublishResult
@@ -332,7 +333,7 @@ class EventBus:
 
         options["weak"] = False  # the adapter holds the handler
         cls = _DurableAsync if is_async_callable(handler) else _DurableSync
-        return cls(handler, self.store, name)
+        return cls(handler, self.store, name, int(options.get("retries", 0) or 0))
 
     def _durable_names(self, subs: tuple[Subscription, ...]) -> tuple[str, ...]:
         durable = self._durable
@@ -813,7 +814,9 @@ class EventBus:
                 continue
             pending = await asyncio.to_thread(store.pending_deliveries, name)
             if pending:
-                await self._deliver_to(d, sub, [event for event, _ in pending], copy_context())
+                ctx = copy_context()
+                ctx.run(_recovering.set, True)  # redeliveries record attempts exactly
+                await self._deliver_to(d, sub, [event for event, _ in pending], ctx)
                 total += len(pending)
         return total
 

@@ -22,6 +22,8 @@ __all__ = ["delivery_attempt", "is_replay"]
 
 _attempt: ContextVar[int] = ContextVar("aperion_delivery_attempt", default=1)
 _replaying: ContextVar[bool] = ContextVar("aperion_replaying", default=False)
+# set by bus.recover(): redeliveries record their attempt exactly (awaited) before running
+_recovering: ContextVar[bool] = ContextVar("aperion_recovering", default=False)
 
 
 def delivery_attempt() -> int:
@@ -38,10 +40,14 @@ def is_replay() -> bool:
 class _Durable:
     """Shared part of the adapters; compares equal to the wrapped handler (for ``bus.off``)."""
 
-    def __init__(self, handler: Callable[..., Any], store: SQLiteStore, name: str) -> None:
+    def __init__(
+        self, handler: Callable[..., Any], store: SQLiteStore, name: str, retries: int = 0
+    ) -> None:
         self.handler = handler
         self.store = store
         self.name = name
+        self.retries = retries
+        self._inflight: dict[str, int] = {}  # event id -> attempts made in this process
         self.__name__ = getattr(handler, "__name__", name)
         self.__qualname__ = getattr(handler, "__qualname__", name)
         self.__module__ = getattr(handler, "__module__", __name__)
@@ -61,15 +67,38 @@ class _Durable:
         return None if event is None else event.event_id
 
 
+    def _begin_first(self, event_id: str) -> None:
+        """A first delivery (and its in-process retries): count the attempt without
+        waiting for the disk. In-process retries are numbered from memory."""
+        attempt = self._inflight.get(event_id, 0) + 1
+        self._inflight[event_id] = attempt
+        self.store.record_attempt_nowait(event_id, self.name)
+        _attempt.set(attempt)
+
+    def _end(self, event_id: str, ok: bool) -> None:
+        attempt = self._inflight.get(event_id)
+        if ok:
+            self._inflight.pop(event_id, None)
+            self.store.ack_nowait(event_id, self.name)
+        elif attempt is not None and attempt > self.retries:
+            self._inflight.pop(event_id, None)  # final failure: stays pending in the store
+
+
 class _DurableAsync(_Durable):
     async def __call__(self, arg: Any) -> Any:
         event_id = self._event_id()
         if event_id is None:
             return await self.handler(arg)
-        attempt = await self.store.record_attempt(event_id, self.name)
-        _attempt.set(max(attempt, 1))
-        result = await self.handler(arg)
-        self.store.ack_nowait(event_id, self.name)
+        if _recovering.get():
+            _attempt.set(max(await self.store.record_attempt(event_id, self.name), 1))
+        else:
+            self._begin_first(event_id)
+        try:
+            result = await self.handler(arg)
+        except BaseException:
+            self._end(event_id, False)
+            raise
+        self._end(event_id, True)
         return result
 
 
@@ -78,8 +107,14 @@ class _DurableSync(_Durable):
         event_id = self._event_id()
         if event_id is None:
             return self.handler(arg)
-        attempt = self.store.record_attempt_sync(event_id, self.name)
-        _attempt.set(max(attempt, 1))
-        result = self.handler(arg)
-        self.store.ack_nowait(event_id, self.name)
+        if _recovering.get():
+            _attempt.set(max(self.store.record_attempt_sync(event_id, self.name), 1))
+        else:
+            self._begin_first(event_id)
+        try:
+            result = self.handler(arg)
+        except BaseException:
+            self._end(event_id, False)
+            raise
+        self._end(event_id, True)
         return result

@@ -368,6 +368,13 @@ class SQLiteStore:
         """
         return int(await self._call(_ops.ATTEMPT, (event_id, name)))
 
+    def record_attempt_nowait(self, event_id: str, name: str) -> None:
+        """Queue one more delivery attempt and return at once (commits with the next batch).
+
+        The bus uses it for first deliveries: the attempt is normally committed long
+        before a handler that crashes the process could have done so."""
+        self._active_writer().submit(Op(_ops.ATTEMPT, (event_id, name)))
+
     def record_attempt_sync(self, event_id: str, name: str) -> int:
         """Blocking ``record_attempt``."""
         return int(self._call_sync(_ops.ATTEMPT, (event_id, name)))

@@ -1,0 +1,80 @@
+"""Durable publish through the bus (issue #4): EventBus + SQLiteStore, one async
+no-op durable subscriber (attempt recorded before, ack after each delivery).
+
+``concurrency`` publisher tasks each ``await bus.publish(...)`` in a loop, so every
+publish returns only after its event is committed (group commit batches them).
+Reports events/s, p50/p99 publish latency (publish call to return, i.e. commit +
+handler) and the loop's ticker delay. Run: ``python benchmarks/durable.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from aperion_event_bus import Event, EventBus
+from aperion_event_bus.storage import SQLiteStore
+
+
+async def run(sync: str, events: int, concurrency: int) -> str:
+    path = Path(tempfile.mkdtemp(prefix="aperion-durable-")) / "events.db"
+    bus = EventBus(store=SQLiteStore(path, synchronous=sync))  # type: ignore[arg-type]
+    handled = 0
+
+    @bus.on("order.paid", name="billing", durable=True)
+    async def bill(e: Event) -> None:
+        nonlocal handled
+        handled += 1
+
+    latencies: list[float] = []
+    delays: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            delays.append(time.perf_counter() - t0 - 0.001)
+
+    per_task = events // concurrency
+
+    async def publisher(w: int) -> None:
+        for i in range(per_task):
+            t0 = time.perf_counter()
+            await bus.publish("order.paid", {"w": w, "i": i})
+            latencies.append(time.perf_counter() - t0)
+
+    tick = asyncio.create_task(ticker())
+    t0 = time.perf_counter()
+    await asyncio.gather(*(publisher(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    await tick
+    await bus.close()
+    latencies.sort()
+    delays.sort()
+    n = len(latencies)
+    return (
+        f"synchronous={sync}: {n / elapsed:,.0f} durable events/s ({n:,} events, {concurrency} "
+        f"publishers, {handled:,} handled); publish latency p50 {latencies[n // 2] * 1e3:.2f} ms, "
+        f"p99 {latencies[int(n * 0.99)] * 1e3:.2f} ms; ticker delay p99 "
+        f"{delays[int(len(delays) * 0.99)] * 1e3:.2f} ms, max {max(delays) * 1e3:.2f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=150)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    events = 10_000 if args.quick else args.events
+    for sync in ("NORMAL", "FULL"):
+        print(asyncio.run(run(sync, events, args.concurrency)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
