@@ -39,6 +39,7 @@ bench: $(STAMP_BENCH)
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/redaction.py
 	$(PY) benchmarks/store.py
+	$(PY) benchmarks/durable.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
