@@ -152,11 +152,9 @@ class EventBus:
         self._bind_lock = threading.Lock()
         self._closing = False
         self._closed = False
-        # features the hot path of publish_nowait skips: take the full path instead
-        self._slow_publish = any(
-            x is not None
-            for x in (self.validator, self.metrics, self.tracer, self._audit, self.store)
-        )
+        # features the quick envelope path skips: take the full path instead
+        # (tracing and metrics are handled on the quick path too)
+        self._slow_publish = any(x is not None for x in (self.validator, self._audit, self.store))
         self._stats_lock = threading.Lock()
         self._published = 0
         self._failures = 0
@@ -628,7 +626,10 @@ class EventBus:
         ):
             # Hot path: on the bus loop, unbounded, plain type + dict payload.
             ev = self._quick_event(event, payload, source, correlation_id, causation_id)
-            self._published += 1
+            if self.metrics is None:
+                self._published += 1
+            else:
+                self._count_published(ev)
             subs = self._registry.match(event)
             if subs:
                 next(d._acc)
@@ -647,7 +648,7 @@ class EventBus:
         correlation_id: str | None,
         causation_id: str | None,
     ) -> Event:
-        """Envelope for the hot path (no validator, no typed schema, no tracing)."""
+        """Envelope for the hot path (no validator, no typed schema)."""
         parent = _current_event_get()
         if correlation_id is None:
             correlation_id = _correlation_get()
@@ -656,6 +657,10 @@ class EventBus:
         if causation_id is None and parent is not None:
             causation_id = parent.event_id
         event_id = new_event_id()
+        if self.tracer is not None:
+            return self._traced_event(
+                event_type, freeze_payload(payload), event_id, source, correlation_id, causation_id
+            )
         return _make_event(
             event_type,
             freeze_payload(payload),

@@ -24,6 +24,7 @@ import enum
 import functools
 import inspect
 import itertools
+import sys
 import threading
 import time
 from collections import deque
@@ -210,11 +211,6 @@ def _enter(handler: Callable[[Any], Any], arg: Any, event: Event) -> Any:
 
 async def _await_any(awaitable: Any) -> Any:
     return await awaitable
-
-
-async def _traced_coro(span: SpanFactory, name: str, event: Event, coro: Any) -> Any:
-    with span(event, name):
-        return await coro
 
 
 def _traced_call(
@@ -638,13 +634,7 @@ class Dispatcher:
             handler = sub._strong or sub.handler
             try:
                 if handler is not None and not lane.closing and sub.active:
-                    if (
-                        chain.results is None
-                        and sub.schema is None
-                        and not sub.retries
-                        and self.span is None
-                        and self.observer is None
-                    ):
+                    if chain.results is None and sub.schema is None and not sub.retries:
                         await self._fast_async(sub, handler, chain)
                     else:
                         await self._deliver_async(sub, handler, chain)
@@ -662,22 +652,34 @@ class Dispatcher:
         self, sub: Subscription, handler: Callable[[Any], Any], chain: _Chain
     ) -> None:
         """Step the handler once in the event's context; most handlers finish without
-        suspending, so no timer, frame or result object is needed."""
+        suspending, so no timer, frame or result object is needed. A tracing span is
+        entered and left in the same context (no wrapper coroutine)."""
         event = chain.event
         ctx = chain.ctx if len(chain.subs) == 1 else chain.ctx.copy()
+        span = None
+        if self.span is not None:
+            span = self.span(event, sub.handler_name)
+            ctx.run(span.__enter__)
         start = _perf()
+        outcome: Outcome | None = None
         try:
-            coro = ctx.run(_enter, handler, event, event)
-            if type(coro) is not CoroutineType:
-                coro = _await_any(coro)
-            yielded = ctx.run(coro.send, None)
-        except StopIteration:
-            return
-        except Exception as exc:
-            self.on_failure(sub, event, exc, False, 1, _perf() - start)
-            return
-        outcome = await self._finish_async(sub, ctx, coro, yielded, event, start)
-        self._settle(sub, chain, outcome)
+            try:
+                coro = ctx.run(_enter, handler, event, event)
+                if type(coro) is not CoroutineType:
+                    coro = _await_any(coro)
+                yielded = ctx.run(coro.send, None)
+            except StopIteration:
+                outcome = (None, None, False, _perf() - start, 1)
+            except Exception as exc:
+                outcome = (None, exc, False, _perf() - start, 1)
+            else:
+                outcome = await self._finish_async(sub, ctx, coro, yielded, event, start)
+        finally:
+            if span is not None:
+                error = outcome[1] if outcome is not None else sys.exc_info()[1]
+                ctx.run(span.__exit__, type(error) if error else None, error, None)
+        if outcome[1] is not None or self.observer is not None:
+            self._settle(sub, chain, outcome)
 
     async def _finish_async(
         self,
@@ -952,13 +954,16 @@ class Dispatcher:
             timed_out = False
             own = ctx.copy()
             run = own.run
+            # the tracing span is entered and left in the handler's own context (no
+            # wrapper coroutine), so it is current for every step of the handler
+            span = self.span(event, sub.handler_name) if self.span is not None else None
+            if span is not None:
+                run(span.__enter__)
             try:
                 arg = event if sub.schema is None else sub.schema.adapt(event)
                 coro = run(_enter, handler, arg, event)
                 if type(coro) is not CoroutineType:
                     coro = _await_any(coro)
-                if self.span is not None:
-                    coro = _traced_coro(self.span, sub.handler_name, event, coro)
                 try:
                     yielded = run(coro.send, None)
                 except StopIteration as stop:
@@ -974,10 +979,18 @@ class Dispatcher:
                             error = self._timeout_error(sub, event, timeout)
             except asyncio.CancelledError as exc:
                 if _being_cancelled():
+                    if span is not None:
+                        run(span.__exit__, type(exc), exc, None)
                     raise  # the bus (or the publisher) is being cancelled: let it through
                 error = exc
             except Exception as exc:
                 error = exc
+            except BaseException as exc:
+                if span is not None:
+                    run(span.__exit__, type(exc), exc, None)
+                raise
+            if span is not None:
+                run(span.__exit__, type(error) if error else None, error, None)
             if error is None or timed_out or attempts > sub.retries:
                 return (value, error, timed_out, _perf() - first_start, attempts)
             if self.observer is not None:
