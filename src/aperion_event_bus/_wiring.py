@@ -8,6 +8,7 @@ aperion_event_bus`` stays light.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections import deque
@@ -125,7 +126,7 @@ class AuditSink:
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._written = 0
-        self._queued = 0
+        self._queued = itertools.count()  # lines handed to log(), counted atomically
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="aperion-audit", daemon=True)
         self._thread.start()
@@ -134,7 +135,7 @@ class AuditSink:
     HIGH_WATER = 20_000
 
     def log(self, event: Event) -> None:
-        self._queued += 1
+        next(self._queued)  # atomic: log() is called from several threads
         self._queue.append(event)
         if not self._wake.is_set():
             self._wake.set()
@@ -169,7 +170,8 @@ class AuditSink:
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every event queued so far is written; False on timeout."""
-        target = self._queued
+        args: Any = self._queued.__reduce__()[1]  # the count so far, without advancing it
+        target = int(args[0])
         with self._idle:
             return self._idle.wait_for(lambda: self._written >= target, timeout)
 
