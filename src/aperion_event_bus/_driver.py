@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Generator
 from contextvars import Context
 from typing import Any
 
-__all__ = ["drive"]
+__all__ = ["drive", "finish_here"]
 
 
 class _Yield:
@@ -47,5 +47,25 @@ async def drive(ctx: Context, coro: Coroutine[Any, Any, Any], yielded: Any) -> A
         else:
             try:
                 yielded = run(coro.send, sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def finish_here(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Like ``drive`` for a coroutine stepped in the caller's own context."""
+    while True:
+        try:
+            sent = await _Yield(yielded)
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
             except StopIteration as stop:
                 return stop.value

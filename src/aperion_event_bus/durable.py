@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from ._driver import finish_here
 from .context import _current_event
 
 if TYPE_CHECKING:
@@ -91,8 +92,33 @@ class _DurableAsync(_Durable):
             return await self.handler(arg)
         if _recovering.get():
             _attempt.set(max(await self.store.record_attempt(event_id, self.name), 1))
-        else:
-            self._begin_first(event_id)
+            return await self._tracked(event_id, arg)
+        # First delivery: a handler that finishes without suspending cannot be cut
+        # short by a crash after it started, so only a suspending one records its
+        # attempt (one store write less per event on the hot path).
+        attempt = self._inflight.get(event_id, 0) + 1
+        self._inflight[event_id] = attempt
+        _attempt.set(attempt)
+        coro = self.handler(arg)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._end(event_id, True)
+            return stop.value
+        except BaseException:
+            self.store.record_attempt_nowait(event_id, self.name)  # a failed attempt counts
+            self._end(event_id, False)
+            raise
+        self.store.record_attempt_nowait(event_id, self.name)
+        try:
+            result = await finish_here(coro, yielded)
+        except BaseException:
+            self._end(event_id, False)
+            raise
+        self._end(event_id, True)
+        return result
+
+    async def _tracked(self, event_id: str, arg: Any) -> Any:
         try:
             result = await self.handler(arg)
         except BaseException:
