@@ -7,7 +7,6 @@ retries, and the 1.x API. Public names only; see the README for a tour.
 
 from __future__ import annotations
 
-from importlib import metadata as _metadata
 from typing import Any
 
 from ._frozen import FrozenDict, FrozenList
@@ -51,11 +50,6 @@ from .validation import (
     extract_domain,
     is_valid_event_type,
 )
-
-try:
-    __version__ = _metadata.version("aperion-event-bus")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "CORRELATION_ID_HEADER",
@@ -143,6 +137,15 @@ def __getattr__(name: str) -> Any:
         from .typed import _typed_event_base
 
         return _typed_event_base()
+    if name == "__version__":  # importlib.metadata is slow to import: only on demand
+        from importlib import metadata
+
+        try:
+            version = metadata.version("aperion-event-bus")
+        except metadata.PackageNotFoundError:  # pragma: no cover - source tree, not installed
+            version = "0.0.0+unknown"
+        globals()["__version__"] = version
+        return version
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'aperion_event_bus' has no attribute {name!r}")
