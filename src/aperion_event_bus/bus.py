@@ -26,7 +26,7 @@ from ._ids import new_event_id
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
-from .dispatch import Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
+from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
 from .durable import _recovering
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
@@ -570,7 +570,7 @@ class EventBus:
         if wait and on_loop and not self.parallel_handlers and (nested or d.lanes_idle(subs)):
             chain.notify = None  # run in this task: nothing to wait for
             await d.run_direct(chain)
-            if chain.state == 2:  # DROPPED by DROP_OLDEST before it started
+            if chain.state == DROPPED:  # by DROP_OLDEST before it started
                 return PublishResult(ev, accepted=False, dropped_reason="dropped as oldest queued event")
             return PublishResult(ev, True, results or [])
         if wait and done is None:
@@ -579,8 +579,12 @@ class EventBus:
         if done is None:
             return PublishResult(ev)
         await done
-        if chain.state == 2:  # DROPPED by DROP_OLDEST while queued
+        if chain.state == DROPPED:  # by DROP_OLDEST while queued
             return PublishResult(ev, accepted=False, dropped_reason="dropped as oldest queued event")
+        if chain.state == ABANDONED:
+            return PublishResult(
+                ev, accepted=False, dropped_reason="the bus closed before the event was handled"
+            )
         return PublishResult(ev, True, results or [])
 
     @staticmethod

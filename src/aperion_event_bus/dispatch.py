@@ -49,7 +49,7 @@ logger = library_logger("aperion_event_bus.dispatch")
 _perf = time.perf_counter
 _running_loop = asyncio._get_running_loop
 
-QUEUED, STARTED, DROPPED, DONE = 0, 1, 2, 3
+QUEUED, STARTED, DROPPED, DONE, ABANDONED = 0, 1, 2, 3, 4  # chain states
 _MAX_BATCH = 256
 
 
@@ -475,7 +475,7 @@ class Dispatcher:
             ingress.popleft()
 
     def _dispatch(self, chain: _Chain) -> None:
-        if chain.state == DROPPED:
+        if chain.state == DROPPED or chain.state == ABANDONED:
             return
         subs = chain.subs
         if len(subs) == 1:
@@ -1208,11 +1208,11 @@ class Dispatcher:
         seen: set[int] = set()
         count = 0
         for chain in lost:
-            if id(chain) in seen or chain.state in (DONE, DROPPED):
+            if id(chain) in seen or chain.state in (DONE, DROPPED, ABANDONED):
                 continue
             seen.add(id(chain))
             count += 1
-            chain.state = DROPPED
+            chain.state = ABANDONED
             if chain.notify is not None:
                 chain.notify(chain)
         with self._lock:

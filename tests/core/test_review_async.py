@@ -316,6 +316,9 @@ async def test_close_with_timeout_releases_awaiting_publishers() -> None:
         assert await bus.close(timeout=0.1) is False
         done, _ = await asyncio.wait({waiter}, timeout=0.3)
         assert waiter in done, "publisher still waiting after the bus closed"
+        result = waiter.result()
+        assert not result.accepted
+        assert result.dropped_reason == "the bus closed before the event was handled"
     finally:
         waiter.cancel()
         gate.set()
