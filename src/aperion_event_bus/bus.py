@@ -422,27 +422,7 @@ class EventBus:
             raise ValidationError("event_type must be a non-empty string")
         if self.validator is not None:
             self._validate_type(event_type)
-        parent = _current_event.get()
-        if causation_id is None and parent is not None:
-            causation_id = parent.event_id
-        if correlation_id is None:
-            correlation_id = _correlation_id.get()
-            if correlation_id is None and parent is not None:
-                correlation_id = parent.correlation_id
-        event_id = new_event_id()
-        frozen = freeze_payload(payload)
-        if self.tracer is None:
-            event = _make_event(
-                event_type,
-                frozen,
-                _time(),
-                event_id,
-                source,
-                correlation_id if correlation_id is not None else event_id,
-                causation_id,
-            )
-        else:
-            event = self._traced_event(event_type, frozen, event_id, source, correlation_id, causation_id)
+        event = self._quick_event(event_type, payload, source, correlation_id, causation_id)
         return event, self._registry.match(event_type)
 
     def _traced_event(
@@ -647,12 +627,14 @@ class EventBus:
     def _quick_event(
         self,
         event_type: str,
-        payload: dict[str, Any],
+        payload: Mapping[str, Any],
         source: str | None,
         correlation_id: str | None,
         causation_id: str | None,
     ) -> Event:
-        """Envelope for the hot path (no validator, no typed schema)."""
+        """The envelope: context (correlation, causation, trace) + frozen payload + id.
+
+        The hot paths call it directly; ``_prepare`` validates first."""
         parent = _current_event_get()
         if correlation_id is None:
             correlation_id = _correlation_get()
