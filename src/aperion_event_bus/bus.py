@@ -422,7 +422,7 @@ class EventBus:
             raise ValidationError("event_type must be a non-empty string")
         if self.validator is not None:
             self._validate_type(event_type)
-        event = self._quick_event(event_type, payload, source, correlation_id, causation_id)
+        event = self._envelope(event_type, payload, source, correlation_id, causation_id)
         return event, self._registry.match(event_type)
 
     def _traced_event(
@@ -519,7 +519,7 @@ class EventBus:
             and event
             and event not in self._schemas
         ):
-            ev = self._quick_event(event, payload or {}, source, correlation_id, causation_id)
+            ev = self._envelope(event, payload or {}, source, correlation_id, causation_id)
             subs = self._registry.match(event)
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
@@ -609,7 +609,7 @@ class EventBus:
             and not d._bounded
         ):
             # Hot path: on the bus loop, unbounded, plain type + dict payload.
-            ev = self._quick_event(event, payload, source, correlation_id, causation_id)
+            ev = self._envelope(event, payload, source, correlation_id, causation_id)
             if self.metrics is None:
                 self._published += 1
             else:
@@ -624,7 +624,7 @@ class EventBus:
             self._append_sync(ev, subs, "publish_nowait")
         return ev if self._submit(ev, subs) else None
 
-    def _quick_event(
+    def _envelope(
         self,
         event_type: str,
         payload: Mapping[str, Any],
@@ -954,7 +954,7 @@ class EventBus:
                 "loop, where waiting would block the loop; use `await bus.publish(...)`"
             )
         if not self._slow_publish and type(payload) is dict and event_type not in self._schemas:
-            ev = self._quick_event(event_type, payload, source, correlation_id, None)
+            ev = self._envelope(event_type, payload, source, correlation_id, None)
             subs = self._registry.match(event_type)
         else:
             ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
