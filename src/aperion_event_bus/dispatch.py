@@ -106,6 +106,7 @@ class HandlerObserver(Protocol):
 
 SpanFactory = Callable[[Event, str], AbstractContextManager[Any]]
 Outcome = tuple[Any, BaseException | None, bool, float, int]  # value, error, timed_out, secs, attempts
+_QUIET_OK: Outcome = (None, None, False, 0.0, 1)  # a success whose details nobody reads
 
 
 class _Chain:
@@ -814,6 +815,9 @@ class Dispatcher:
         lane = sub._lane
         if sub.schema is None and not sub.retries and self.span is None:
             # Fast path: plain handler, no retries, no tracing: one context run each.
+            # A success nobody asked about is recorded as a shared constant (no
+            # per-event allocation: bursts keep the garbage collector's work down).
+            quiet = self.observer is None
             append = outcomes.append
             for index, chain in enumerate(batch):
                 if progress.abandoned or not sub._active or (lane is not None and lane.closing):
@@ -831,7 +835,10 @@ class Dispatcher:
                 except BaseException as exc:
                     append((None, exc, False, _perf() - start, 1))
                 else:
-                    append((value, None, False, _perf() - start, 1))
+                    if quiet and chain.results is None:
+                        append(_QUIET_OK)
+                    else:
+                        append((value, None, False, _perf() - start, 1))
                 if progress.abandoned:
                     outcomes.pop()
                     return
