@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextvars import copy_context
+from contextvars import Context, copy_context
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,6 +49,7 @@ _running_loop = asyncio._get_running_loop
 _current_event_get = _current_event.get
 _correlation_get = _correlation_id.get
 _DROPPED_ID = ""
+_MISSING = object()
 
 
 class EventBus:
@@ -152,6 +153,7 @@ class EventBus:
         self._bind_lock = threading.Lock()
         self._closing = False
         self._closed = False
+        self._last_ctx: Context | None = None  # see _snapshot
         # features the quick envelope path skips: take the full path instead
         # (tracing and metrics are handled on the quick path too)
         self._slow_publish = any(x is not None for x in (self.validator, self._audit, self.store))
@@ -533,7 +535,7 @@ class EventBus:
         if not subs:
             return PublishResult(ev)
         results: list[HandlerResult] | None = [] if wait else None
-        chain = _Chain(ev, subs, copy_context(), None, results)
+        chain = _Chain(ev, subs, self._snapshot(), None, results)
         on_loop = d.on_loop_thread()
         done: asyncio.Future[None] | None = None
         if wait and d._queued is not None:  # DROP_OLDEST may drop it as soon as it is admitted
@@ -617,12 +619,30 @@ class EventBus:
             subs = self._registry.match(event)
             if subs:
                 next(d._acc)
-                d._dispatch(_Chain(ev, subs, copy_context(), None, None))
+                d._dispatch(_Chain(ev, subs, self._snapshot(), None, None))
             return ev
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
         if self.store is not None:
             self._append_sync(ev, subs, "publish_nowait")
         return ev if self._submit(ev, subs) else None
+
+    def _snapshot(self) -> Context:
+        """The publisher's context for the handlers of one event.
+
+        Consecutive publishes usually happen in the same context; they then share
+        one snapshot instead of keeping one Context object per queued event (the
+        engine always runs handlers in a copy of it). Shared only when every value
+        is the identical object."""
+        ctx = copy_context()
+        last = self._last_ctx
+        if last is not None and len(ctx) == len(last):
+            for var, value in ctx.items():
+                if last.get(var, _MISSING) is not value:
+                    break
+            else:
+                return last
+        self._last_ctx = ctx
+        return ctx
 
     def _envelope(
         self,
@@ -662,7 +682,7 @@ class EventBus:
         self._count_published(ev)
         if not subs:
             return True
-        chain = _Chain(ev, subs, copy_context(), None, None)
+        chain = _Chain(ev, subs, self._snapshot(), None, None)
         admitted = d.try_admit(chain)
         if admitted is None and _current_event_get() is not None:
             d.admit_forced()  # inside a handler: never wait for a slot the handler may hold
@@ -1229,7 +1249,7 @@ class EventBus:
             return
         d = self._ensure_loop()
         d.admit_forced()
-        d.enqueue(_Chain(report, subs, copy_context(), None, None))
+        d.enqueue(_Chain(report, subs, self._snapshot(), None, None))
 
     def _on_publisher_cancelled(self, sub: Subscription, event: Event) -> None:
         logger.warning(

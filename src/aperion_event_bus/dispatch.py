@@ -656,7 +656,7 @@ class Dispatcher:
         suspending, so no timer, frame or result object is needed. A tracing span is
         entered and left in the same context (no wrapper coroutine)."""
         event = chain.event
-        ctx = chain.ctx if len(chain.subs) == 1 else chain.ctx.copy()
+        ctx = chain.ctx.copy()  # chain contexts may be shared between events
         span = None
         if self.span is not None:
             span = self.span(event, sub.handler_name)
@@ -825,7 +825,7 @@ class Dispatcher:
                 progress.index = index
                 progress.started = start = _perf()
                 event = chain.event
-                own = chain.ctx if len(chain.subs) == 1 else chain.ctx.copy()
+                own = chain.ctx.copy()  # chain contexts may be shared between events
                 try:
                     value = own.run(_enter, handler, event, event)
                     if value is not None and inspect.isawaitable(value):
