@@ -21,13 +21,13 @@ from contextvars import Context, copy_context
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _recovery
 from ._frozen import freeze_payload
 from ._ids import new_event_id
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
-from .durable import _recovering
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
 from .results import HandlerResult, PublishResult
@@ -815,21 +815,7 @@ class EventBus:
         handler ``delivery_attempt()`` tells the attempt number (>= 2 for an event
         whose earlier attempt failed or was cut short by a crash).
         """
-        store = self._require_store("recover")
-        d = self._ensure_loop()
-        await store.flush()  # acks queued with ack_nowait must not look pending
-        total = 0
-        for sub_id, name in list(self._durable.items()):
-            sub = self._registry.get(sub_id)
-            if sub is None:
-                continue
-            pending = await asyncio.to_thread(store.pending_deliveries, name)
-            if pending:
-                ctx = copy_context()
-                ctx.run(_recovering.set, True)  # redeliveries record attempts exactly
-                await self._deliver_to(d, sub, [event for event, _ in pending], ctx)
-                total += len(pending)
-        return total
+        return await _recovery.recover(self, self._require_store("recover"))
 
     def recover_sync(self, timeout: float | None = None) -> int:
         """``recover()`` for sync code (not on a thread running an event loop)."""
@@ -844,29 +830,6 @@ class EventBus:
         if not loop.is_running():  # the application's loop, idle now
             return loop.run_until_complete(self.recover())
         return asyncio.run_coroutine_threadsafe(self.recover(), loop).result(timeout)
-
-    async def _deliver_to(
-        self, d: Dispatcher, sub: Subscription, events: list[Event], ctx: Any
-    ) -> None:
-        """Queue ``events`` (in order) for ``sub`` alone and wait until all are handled."""
-        caller_loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = caller_loop.create_future()
-        on_loop = d.on_loop_thread()
-        left = len(events)
-
-        def notify(_chain: _Chain) -> None:  # runs on the bus loop thread only
-            nonlocal left
-            left -= 1
-            if left == 0:
-                if on_loop:
-                    _resolve(done)
-                else:
-                    caller_loop.call_soon_threadsafe(_resolve, done)
-
-        for event in events:
-            d.admit_forced()
-            d.enqueue(_Chain(event, (sub,), ctx, notify, None))
-        await done
 
     async def replay(
         self,
@@ -883,45 +846,9 @@ class EventBus:
         Inside the handler ``is_replay()`` is True. Replays are not tracked (no
         attempt, no ack) and a handler failure is logged, not dead-lettered.
         """
-        from .durable import _replaying
-
-        store = self._require_store("replay")
-        if isinstance(to, Subscription):
-            sub = to
-        elif callable(to):
-            sub = Subscription(to, ["*"], weak=False)
-        else:
-            raise ValidationError("replay(to=...) takes a handler or a Subscription")
-        handler = sub.handler
-        if handler is None:
-            raise ValidationError(f"the handler of {sub!r} is gone")
-        d = self._ensure_loop()
-        loop = d.loop
-        assert loop is not None
-        ctx = copy_context()
-        ctx.run(_replaying.set, True)
-        count = 0
-        async for event in store.aiter_events(since, until, types, correlation_id):
-            if sub.is_async:
-                call = d.call_async(sub, handler, event, ctx)
-                if d.on_loop_thread():
-                    outcome = await call
-                else:
-                    outcome = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
-            else:
-                outcome = await asyncio.to_thread(d.call_sync, sub, handler, event, ctx)
-            error = outcome[1]
-            if error is not None:
-                logger.warning(
-                    "replay of %s %s to %s failed: %s: %s",
-                    event.event_type,
-                    event.event_id,
-                    sub.handler_name,
-                    type(error).__name__,
-                    self._redactor.redact_string(str(error)),
-                )
-            count += 1
-        return count
+        return await _recovery.replay(
+            self, self._require_store("replay"), since, until, types, correlation_id, to
+        )
 
     def stored_events(
         self,

@@ -1,0 +1,116 @@
+"""Redelivery and replay of stored events: the store-facing half of ``EventBus``.
+
+``recover`` hands every unacknowledged delivery of a durable subscription back to
+that subscription's lane, in publish order; ``replay`` runs stored events through
+one handler. Both are called through the ``EventBus`` methods of the same names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextvars import Context, copy_context
+from typing import TYPE_CHECKING, Any
+
+from ._wiring import library_logger
+from .dispatch import Dispatcher, _Chain, _resolve
+from .durable import _recovering, _replaying
+from .errors import ValidationError
+from .events import Event
+from .subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from .bus import EventBus
+    from .storage.sqlite import SQLiteStore
+
+__all__ = ["deliver_to", "recover", "replay"]
+
+logger = library_logger("aperion_event_bus.bus")
+
+
+async def recover(bus: EventBus, store: SQLiteStore) -> int:
+    """See ``EventBus.recover``."""
+    d = bus._ensure_loop()
+    await store.flush()  # acks queued with ack_nowait must not look pending
+    total = 0
+    for sub_id, name in list(bus._durable.items()):
+        sub = bus._registry.get(sub_id)
+        if sub is None:
+            continue
+        pending = await asyncio.to_thread(store.pending_deliveries, name)
+        if pending:
+            ctx = copy_context()
+            ctx.run(_recovering.set, True)  # redeliveries record attempts exactly
+            await deliver_to(d, sub, [event for event, _ in pending], ctx)
+            total += len(pending)
+    return total
+
+
+async def deliver_to(d: Dispatcher, sub: Subscription, events: list[Event], ctx: Context) -> None:
+    """Queue ``events`` (in order) for ``sub`` alone and wait until all are handled."""
+    caller_loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = caller_loop.create_future()
+    on_loop = d.on_loop_thread()
+    left = len(events)
+
+    def notify(_chain: _Chain) -> None:  # runs on the bus loop thread only
+        nonlocal left
+        left -= 1
+        if left == 0:
+            if on_loop:
+                _resolve(done)
+            else:
+                caller_loop.call_soon_threadsafe(_resolve, done)
+
+    for event in events:
+        d.admit_forced()
+        d.enqueue(_Chain(event, (sub,), ctx, notify, None))
+    await done
+
+
+async def replay(
+    bus: EventBus,
+    store: SQLiteStore,
+    since: float | None,
+    until: float | None,
+    types: Sequence[str] | None,
+    correlation_id: str | None,
+    to: Subscription | Callable[..., Any],
+) -> int:
+    """See ``EventBus.replay``."""
+    if isinstance(to, Subscription):
+        sub = to
+    elif callable(to):
+        sub = Subscription(to, ["*"], weak=False)
+    else:
+        raise ValidationError("replay(to=...) takes a handler or a Subscription")
+    handler = sub.handler
+    if handler is None:
+        raise ValidationError(f"the handler of {sub!r} is gone")
+    d = bus._ensure_loop()
+    loop = d.loop
+    assert loop is not None
+    ctx = copy_context()
+    ctx.run(_replaying.set, True)
+    count = 0
+    async for event in store.aiter_events(since, until, types, correlation_id):
+        if sub.is_async:
+            call = d.call_async(sub, handler, event, ctx)
+            if d.on_loop_thread():
+                outcome = await call
+            else:
+                outcome = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
+        else:
+            outcome = await asyncio.to_thread(d.call_sync, sub, handler, event, ctx)
+        error = outcome[1]
+        if error is not None:
+            logger.warning(
+                "replay of %s %s to %s failed: %s: %s",
+                event.event_type,
+                event.event_id,
+                sub.handler_name,
+                type(error).__name__,
+                bus._redactor.redact_string(str(error)),
+            )
+        count += 1
+    return count
