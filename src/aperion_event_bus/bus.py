@@ -29,7 +29,7 @@ from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
-from .events import Event, _make_event
+from .events import Event, _FastEvent, _make_event
 from .results import HandlerResult, PublishResult
 from .subscriptions import Subscription, SubscriptionRegistry
 from .typed import EventSchema, event_type_of
@@ -667,7 +667,7 @@ class EventBus:
             return self._traced_event(
                 event_type, freeze_payload(payload), event_id, source, correlation_id, causation_id
             )
-        return _make_event(
+        return _FastEvent(  # type: ignore[return-value]
             event_type,
             freeze_payload(payload),
             _time(),
@@ -675,15 +675,23 @@ class EventBus:
             source,
             correlation_id if correlation_id is not None else event_id,
             causation_id,
+            None,
+            None,
         )
 
     def _submit(self, ev: Event, subs: tuple[Subscription, ...]) -> bool:
-        d = self._ensure_loop()
-        self._count_published(ev)
+        d = self._dispatcher
+        loop = d.loop
+        if loop is None or loop.is_closed():
+            d = self._ensure_loop()
+        if self._audit is None and self.metrics is None:
+            self._published += 1
+        else:
+            self._count_published(ev)
         if not subs:
             return True
         chain = _Chain(ev, subs, self._snapshot(), None, None)
-        admitted = d.try_admit(chain)
+        admitted = d.try_admit(chain) if d._bounded else d.admit_unbounded()
         if admitted is None and _current_event_get() is not None:
             d.admit_forced()  # inside a handler: never wait for a slot the handler may hold
         elif admitted is None:

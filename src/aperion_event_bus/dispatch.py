@@ -311,6 +311,11 @@ class Dispatcher:
             waiter.grant(None)
         return lost
 
+    def admit_unbounded(self) -> bool:
+        """``try_admit`` for a bus without ``max_pending_events``: always admitted."""
+        next(self._acc)
+        return True
+
     def try_admit(self, chain: _Chain) -> bool | None:
         """Count ``chain`` as pending. True: admitted. False: dropped (DROP).
         None: must wait for a slot (BLOCK). Raises BackpressureError (RAISE)."""
