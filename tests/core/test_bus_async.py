@@ -450,3 +450,23 @@ async def test_publisher_cancellation_hands_rest_to_lanes() -> None:
             await task
         await bus.drain(2)
     assert later == ["second ran"]
+
+
+async def test_shared_context_snapshots_never_leak_between_events() -> None:
+    """Queued events may share the publisher's context snapshot; each handler call
+    still runs in its own copy and sees exactly its publisher's values."""
+    seen: list[tuple[int, str]] = []
+    async with EventBus() as bus:
+        @bus.on("ctx.shared")
+        async def handler(e: Event) -> None:
+            seen.append((e.payload["n"], request_var.get()))
+            request_var.set("changed-by-handler")  # must not reach the next event
+
+        request_var.set("first")
+        for n in range(3):
+            bus.publish_nowait("ctx.shared", {"n": n})
+        request_var.set("second")
+        for n in range(3, 6):
+            bus.publish_nowait("ctx.shared", {"n": n})
+        await bus.drain(2)
+    assert seen == [(0, "first"), (1, "first"), (2, "first"), (3, "second"), (4, "second"), (5, "second")]
