@@ -26,12 +26,6 @@ class LoopThread:
         self.thread.start()
         self._ready.wait()
 
-    @property
-    def ident(self) -> int:
-        ident = self.thread.ident
-        assert ident is not None
-        return ident
-
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.call_soon(self._ready.set)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, copy_context
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import _recovery
 from ._frozen import freeze_payload
@@ -180,10 +180,10 @@ class EventBus:
                 self._forget_closed_loop()
             running = running_loop()
             if running is not None:
-                d.bind(running, threading.get_ident())
+                d.bind(running)
             else:
                 self._runtime = LoopThread(f"{self.name}-loop")
-                d.bind(self._runtime.loop, self._runtime.ident)
+                d.bind(self._runtime.loop)
         return d
 
     def _forget_closed_loop(self) -> None:
@@ -514,14 +514,10 @@ class EventBus:
         accepted (awaiting a slot under the BLOCK policy); ``handler_results`` is
         then empty. A dropped event gives ``accepted=False``.
         """
-        if (
-            type(event) is str
-            and (payload is None or type(payload) is dict)
-            and not self._slow_publish
-            and event
-            and event not in self._schemas
-        ):
-            ev = self._envelope(event, payload or {}, source, correlation_id, causation_id)
+        if payload is None:
+            payload = {}
+        if self._quick(event, payload):
+            ev = self._envelope(event, payload, source, correlation_id, causation_id)
             subs = self._registry.match(event)
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
@@ -601,21 +597,14 @@ class EventBus:
         """
         d = self._dispatcher
         if (
-            type(event) is str
-            and type(payload) is dict
-            and event
-            and not self._slow_publish
-            and event not in self._schemas
+            self._quick(event, payload)
             and d.loop is not None
             and _running_loop() is d.loop
             and not d._bounded
         ):
-            # Hot path: on the bus loop, unbounded, plain type + dict payload.
-            ev = self._envelope(event, payload, source, correlation_id, causation_id)
-            if self.metrics is None:
-                self._published += 1
-            else:
-                self._count_published(ev)
+            # Hot path: on the bus loop, unbounded: no admission lock, no ingress hop.
+            ev = self._envelope(event, cast("dict[str, Any]", payload), source, correlation_id, causation_id)
+            self._count_published(ev)
             subs = self._registry.match(event)
             if subs:
                 next(d._acc)
@@ -643,6 +632,17 @@ class EventBus:
                 return last
         self._last_ctx = ctx
         return ctx
+
+    def _quick(self, event: Any, payload: Any) -> bool:
+        """True when ``event``/``payload`` may skip ``_prepare``: a plain event type and
+        dict payload, no validator, typed schema, audit log or store, bus open."""
+        return (
+            type(event) is str
+            and type(payload) is dict
+            and not self._slow_publish
+            and bool(event)
+            and event not in self._schemas
+        )
 
     def _envelope(
         self,
@@ -684,10 +684,7 @@ class EventBus:
         loop = d.loop
         if loop is None or loop.is_closed():
             d = self._ensure_loop()
-        if self._audit is None and self.metrics is None:
-            self._published += 1
-        else:
-            self._count_published(ev)
+        self._count_published(ev)
         if not subs:
             return True
         chain = _Chain(ev, subs, self._snapshot(), None, None)
@@ -772,7 +769,7 @@ class EventBus:
         still running, and release threads. Returns True if everything finished."""
         if self._closed:
             return True
-        self._closing = self._slow_publish = True
+        self._mark_closing()
         drained = await self.drain(timeout)
         d = self._dispatcher
         loop = d.loop
@@ -789,6 +786,11 @@ class EventBus:
             await self.store.aclose()  # commits the acks still queued
         self._finish_close(drained)
         return drained
+
+    def _mark_closing(self) -> None:
+        """Refuse new events from now on (every publish path goes through _prepare,
+        which raises BusClosedError)."""
+        self._closing = self._slow_publish = True
 
     def _finish_close(self, drained: bool) -> None:
         if not drained:
@@ -908,7 +910,7 @@ class EventBus:
                 "emit(..., wait_for_handlers=True) was called on a thread running an event "
                 "loop, where waiting would block the loop; use `await bus.publish(...)`"
             )
-        if not self._slow_publish and type(payload) is dict and event_type not in self._schemas:
+        if self._quick(event_type, payload):
             ev = self._envelope(event_type, payload, source, correlation_id, None)
             subs = self._registry.match(event_type)
         else:
@@ -1043,14 +1045,14 @@ class EventBus:
         d = self._dispatcher
         loop = d.loop
         if loop is None or loop.is_closed():
-            self._closing = self._slow_publish = True
+            self._mark_closing()
             self._finish_close(True)
             return
         here = running_loop()
         if here is not None:
             here.create_task(self.close(timeout))
             return
-        self._closing = self._slow_publish = True
+        self._mark_closing()
         if not loop.is_running():  # the application's loop, idle now: run the drain on it
             drained = loop.run_until_complete(self._drain_and_stop(timeout))
             self._finish_close(drained)
@@ -1204,15 +1206,14 @@ class EventBus:
         if logger.isEnabledFor(logging.WARNING):
             logger.warning("dropped %s %s: %s", event.event_type, event.event_id, reason)
 
-    def _count_published(self, event: Event | None = None) -> None:
-        """Bookkeeping for an accepted event: counter, audit line, metrics."""
+    def _count_published(self, event: Event) -> None:
+        """Bookkeeping for a published event: counter, audit line, metrics."""
         self._published += 1  # approximate under threads; exact figures come from metrics
-        if event is not None:
-            if self._audit is not None:
-                self._audit.log(event)
-            if self.metrics is not None:
-                self.metrics.record_event_emitted(event.event_type, source=event.source)
-                self.metrics.update_pending_count(self._dispatcher.pending)
+        if self._audit is not None:
+            self._audit.log(event)
+        if self.metrics is not None:
+            self.metrics.record_event_emitted(event.event_type, source=event.source)
+            self.metrics.update_pending_count(self._dispatcher.pending)
 
     # ================================================================ stats
     def get_stats(self) -> dict[str, Any]:

@@ -247,7 +247,6 @@ class Dispatcher:
         self.observer: HandlerObserver | None = None
         self.span: SpanFactory | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.loop_thread: int | None = None
         self._lock = threading.Lock()
         self._bounded = max_pending is not None
         self._pending = 0  # bounded mode: exact count under the lock
@@ -261,16 +260,14 @@ class Dispatcher:
         self._ingress: deque[_Chain] = deque()
         self._ingress_scheduled = False
         self._lanes: set[_Lane] = set()
-        self.dropped = 0
         self.stopping = False
         self.need_loop: Callable[[], Any] | None = None  # binds a loop on demand (bus)
         self.on_cancelled: Callable[[Subscription, Event], None] | None = None
 
     # ------------------------------------------------------------------ binding
-    def bind(self, loop: asyncio.AbstractEventLoop, thread_id: int) -> None:
-        """Attach to ``loop`` (running in thread ``thread_id``); lanes live there."""
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to ``loop``; lanes and their workers live there."""
         self.loop = loop
-        self.loop_thread = thread_id
         self._lanes.clear()
         self._ingress_scheduled = False
 
@@ -352,7 +349,6 @@ class Dispatcher:
                     self._queued.append(chain)  # type: ignore[union-attr]
                     next(self._acc)
                     next(self._fin)  # the victim's slot is now the new event's
-            self.dropped += 1
         if victim is None:
             chain.state = DROPPED
             self._dropped(chain.event, "max_pending_events reached (newest dropped)")
