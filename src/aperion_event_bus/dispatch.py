@@ -1091,44 +1091,27 @@ class Dispatcher:
         if len(subs) == 1:
             await self._run_direct_one(chain, subs[0])
             return
-        lanes: list[_Lane | None] = []
-        for sub in subs:
-            if sub.active and sub.handler is not None:
-                lane = sub._lane
-                if lane is None or lane.closing or lane.dead:
-                    lane = self._open_lane(sub)
-                lane.running += 1
-                lanes.append(lane)
-            else:
-                lanes.append(None)
+        lanes = [
+            self._reserve_lane(sub) if sub.active and sub.handler is not None else None
+            for sub in subs
+        ]
         index = 0
         try:
             for index, sub in enumerate(subs):
                 lane = lanes[index]
                 if lane is None:
                     continue
-                handler = sub.handler
                 try:
+                    handler = sub.handler
                     if handler is not None and sub.active:
-                        if sub.is_async:
-                            await self._deliver_async(sub, handler, chain)
-                        else:
-                            await self._run_sync_batch(sub, handler, [chain])
-                except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as exc:
-                    self._settle(sub, chain, (None, exc, False, 0.0, 1))
+                        await self._deliver_direct(sub, handler, chain)
                 finally:
                     lanes[index] = None
-                    lane.running -= 1
-                    if lane.mailbox:
-                        lane.wake()
+                    self._release_lane(lane)
         except BaseException as exc:
-            for lane in lanes:  # release the reservations not reached
+            for lane in lanes:  # the reservations not reached
                 if lane is not None:
-                    lane.running -= 1
-                    if lane.mailbox:
-                        lane.wake()
+                    self._release_lane(lane)
             if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
                 self.on_cancelled(subs[index], chain.event)
             self._hand_rest_to_lanes(chain, index + 1)
@@ -1141,27 +1124,45 @@ class Dispatcher:
         if handler is None or not sub._active:
             self._finish(chain)
             return
-        lane = sub._lane
+        lane = self._reserve_lane(sub)
+        try:
+            await self._deliver_direct(sub, handler, chain)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
+                self.on_cancelled(sub, chain.event)
+            self._finish(chain)
+            raise
+        finally:
+            self._release_lane(lane)
+        self._finish(chain)
+
+    def _reserve_lane(self, sub: Subscription) -> _Lane:
+        """Count a direct delivery as running on ``sub``'s lane (opened if needed)."""
+        lane: _Lane | None = sub._lane
         if lane is None or lane.closing or lane.dead:
             lane = self._open_lane(sub)
         lane.running += 1
+        return lane
+
+    def _release_lane(self, lane: _Lane) -> None:
+        lane.running -= 1
+        if lane.mailbox:
+            lane.wake()
+
+    async def _deliver_direct(
+        self, sub: Subscription, handler: Callable[[Any], Any], chain: _Chain
+    ) -> None:
+        """One handler of a direct chain; failures of any type but cancellation and
+        interpreter exit are settled as that handler's failure."""
         try:
             if sub.is_async:
                 await self._deliver_async(sub, handler, chain)
             else:
                 await self._run_sync_batch(sub, handler, [chain])
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit) as exc:
-            if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
-                self.on_cancelled(sub, chain.event)
-            self._finish(chain)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
             self._settle(sub, chain, (None, exc, False, 0.0, 1))
-        finally:
-            lane.running -= 1
-            if lane.mailbox:
-                lane.wake()
-        self._finish(chain)
 
     def _hand_rest_to_lanes(self, chain: _Chain, start: int) -> None:
         rest = chain.subs[start:]
