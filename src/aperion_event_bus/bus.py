@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import threading
 import time
@@ -27,7 +26,7 @@ from ._ids import new_event_id
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
-from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _enter, _resolve
+from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _FastEvent, _make_event
 from .results import HandlerResult, PublishResult
@@ -965,20 +964,14 @@ class EventBus:
             elif plain and report and not collect and sub.schema is None and not sub.retries:
                 # 1.x emit(wait_for_handlers=True) hot path: call, time, report failures only
                 start = _perf()
-                try:
-                    own = ctx if len(subs) == 1 else ctx.copy()
-                    value = own.run(_enter, handler, event, event)
-                    if value is not None and inspect.isawaitable(value):
-                        d.settle(sub, event, None, d.call_sync(sub, handler, event, ctx))
-                        continue
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as exc:
-                    d.settle(sub, event, None, (None, exc, False, _perf() - start, 1))
+                _, error = d.call_plain(handler, event, ctx if len(subs) == 1 else ctx.copy())
+                duration = _perf() - start
+                if error is not None:
+                    d.settle(sub, event, None, (None, error, False, duration, 1))
                     continue
                 timeout = d.timeout_of(sub)
-                if timeout is not None and _perf() - start > timeout:
-                    d.settle(sub, event, None, d.overtime(sub, event, _perf() - start, timeout))
+                if timeout is not None and duration > timeout:
+                    d.settle(sub, event, None, d.overtime(sub, event, duration, timeout))
                 continue
             else:
                 outcome = d.call_sync(sub, handler, event, ctx, measure_timeout=True)

@@ -826,15 +826,10 @@ class Dispatcher:
                 progress.index = index
                 progress.started = start = _perf()
                 event = chain.event
-                own = chain.ctx.copy()  # chain contexts may be shared between events
-                try:
-                    value = own.run(_enter, handler, event, event)
-                    if value is not None and inspect.isawaitable(value):
-                        value = self._await_from_thread(value, own)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as exc:
-                    append((None, exc, False, _perf() - start, 1))
+                # chain contexts may be shared between events: run in a copy
+                value, error = self.call_plain(handler, event, chain.ctx.copy())
+                if error is not None:
+                    append((None, error, False, _perf() - start, 1))
                 else:
                     if quiet and chain.results is None:
                         append(_QUIET_OK)
@@ -905,6 +900,21 @@ class Dispatcher:
             if self.observer is not None:
                 self.observer.handler_retry(sub, event, attempts)
             time.sleep(sub.retry_backoff * (2 ** (attempts - 1)))
+
+    def call_plain(
+        self, handler: Callable[[Any], Any], event: Event, own: Context
+    ) -> tuple[Any, BaseException | None]:
+        """One call of a plain sync handler (no schema, retries or span) in ``own``:
+        ``(value, error)``. Only KeyboardInterrupt and SystemExit propagate."""
+        try:
+            value = own.run(_enter, handler, event, event)
+            if value is not None and inspect.isawaitable(value):
+                value = self._await_from_thread(value, own)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            return None, exc
+        return value, None
 
     def overtime(
         self, sub: Subscription, event: Event, duration: float, timeout: float, attempts: int = 1

@@ -187,3 +187,18 @@ def test_bus_reused_across_event_loops() -> None:
     bus.emit("r.x", {"n": 3}, wait_for_handlers=True)
     bus.shutdown(2)
     assert got == [1, 2, 3]
+
+
+def test_sync_handler_returning_a_coroutine_runs_once_inline(sync_bus: EventBus) -> None:
+    calls: list[str] = []
+
+    async def later(e: Event) -> None:
+        calls.append("awaited")
+
+    def returns_coroutine(e: Event):  # a sync callable that returns an awaitable
+        calls.append("called")
+        return later(e)
+
+    sync_bus.subscribe(returns_coroutine, "co.x")
+    sync_bus.emit("co.x", {}, wait_for_handlers=True)
+    assert calls == ["called", "awaited"]
