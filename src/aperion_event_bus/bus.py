@@ -28,7 +28,7 @@ from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
-from .events import Event, _FastEvent, _make_event
+from .events import Event, _make_event
 from .results import HandlerResult, PublishResult
 from .subscriptions import Subscription, SubscriptionRegistry
 from .typed import EventSchema, event_type_of
@@ -666,7 +666,7 @@ class EventBus:
             return self._traced_event(
                 event_type, freeze_payload(payload), event_id, source, correlation_id, causation_id
             )
-        return _FastEvent(  # type: ignore[return-value]
+        return _make_event(
             event_type,
             freeze_payload(payload),
             _time(),
@@ -674,8 +674,6 @@ class EventBus:
             source,
             correlation_id if correlation_id is not None else event_id,
             causation_id,
-            None,
-            None,
         )
 
     def _submit(self, ev: Event, subs: tuple[Subscription, ...]) -> bool:

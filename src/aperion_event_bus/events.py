@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._frozen import FrozenDict, freeze_payload
 from ._ids import new_event_id
@@ -199,11 +199,11 @@ class _FastEvent(_EventSlots):
         payload: FrozenDict,
         timestamp: float,
         event_id: str,
-        source: str | None,
-        correlation_id: str | None,
-        causation_id: str | None,
-        traceparent: str | None,
-        tracestate: str | None,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> None:
         self.event_type = event_type
         self.payload = payload
@@ -217,26 +217,20 @@ class _FastEvent(_EventSlots):
         self.__class__ = Event  # type: ignore[assignment]
 
 
-def _make_event(
-    event_type: str,
-    payload: FrozenDict,
-    timestamp: float,
-    event_id: str,
-    source: str | None = None,
-    correlation_id: str | None = None,
-    causation_id: str | None = None,
-    traceparent: str | None = None,
-    tracestate: str | None = None,
-) -> Event:
-    """Internal constructor for already-validated, already-frozen fields (hot path)."""
-    return _FastEvent(  # type: ignore[return-value]
-        event_type,
-        payload,
-        timestamp,
-        event_id,
-        source,
-        correlation_id,
-        causation_id,
-        traceparent,
-        tracestate,
-    )
+if TYPE_CHECKING:
+
+    def _make_event(
+        event_type: str,
+        payload: FrozenDict,
+        timestamp: float,
+        event_id: str,
+        source: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> Event:
+        """Internal constructor for already-validated, already-frozen fields (hot path)."""
+
+else:
+    _make_event = _FastEvent  # no wrapper call on the hot path: it returns an Event
