@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .storage.audit_log import AuditLogger
     from .subscriptions import Subscription
 
-__all__ = ["AuditSink", "LazyRedactor", "MetricsObserver", "RedactingLoggerFilter", "library_logger"]
+__all__ = ["AuditSink", "LazyRedactor", "MetricsObserver", "RedactingLoggerFilter", "count_of", "library_logger"]
 
 
 class LazyRedactor:
@@ -105,6 +105,13 @@ class RedactingLoggerFilter(logging.Filter):
 _FILTER = RedactingLoggerFilter()
 
 
+def count_of(counter: itertools.count[int]) -> int:
+    """Current value of an itertools.count without advancing it (a lock-free counter:
+    ``next()`` on it is atomic, reading it this way never changes it)."""
+    args: Any = counter.__reduce__()[1]
+    return int(args[0])
+
+
 def library_logger(name: str) -> logging.Logger:
     """A logger of the ``aperion_event_bus`` tree with the redaction filter attached."""
     logger = logging.getLogger(name)
@@ -170,8 +177,7 @@ class AuditSink:
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every event queued so far is written; False on timeout."""
-        args: Any = self._queued.__reduce__()[1]  # the count so far, without advancing it
-        target = int(args[0])
+        target = count_of(self._queued)
         with self._idle:
             return self._idle.wait_for(lambda: self._written >= target, timeout)
 

@@ -36,7 +36,7 @@ from types import CoroutineType
 from typing import Any, Protocol
 
 from ._driver import drive
-from ._wiring import library_logger
+from ._wiring import count_of, library_logger
 from .context import _correlation_id, _current_event
 from .errors import BackpressureError, BusClosedError, HandlerTimeoutError
 from .events import Event
@@ -191,12 +191,6 @@ class _Waiter:
                 pass
 
 
-def _count_of(counter: itertools.count[int]) -> int:
-    """Current value of an itertools.count without advancing it."""
-    args: Any = counter.__reduce__()[1]
-    return int(args[0])
-
-
 def _resolve(fut: asyncio.Future[Any] | None, value: Any = None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(value)
@@ -282,18 +276,18 @@ class Dispatcher:
         """Accepted events whose handlers have not all finished."""
         if self._bounded:
             return self._pending
-        return _count_of(self._acc) - _count_of(self._fin)
+        return count_of(self._acc) - count_of(self._fin)
 
     @property
     def accepted(self) -> int:
-        return _count_of(self._acc)
+        return count_of(self._acc)
 
     def reset_pending(self) -> int:
         """Forget unfinished events (their loop died); returns how many there were."""
         with self._lock:
             lost = self.pending
             self._pending = 0
-            self._fin = itertools.count(_count_of(self._acc))
+            self._fin = itertools.count(count_of(self._acc))
             waiters, self._blocked = list(self._blocked), deque()
             for waiter in waiters:
                 waiter.granted = True
@@ -446,7 +440,7 @@ class Dispatcher:
             self._wake_idle()
 
     def _wake_idle(self) -> None:
-        if not self._bounded and _count_of(self._acc) != _count_of(self._fin):
+        if not self._bounded and count_of(self._acc) != count_of(self._fin):
             return  # cheap pre-check; confirmed under the lock below
         with self._lock:
             if self.pending != 0:
