@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import Context, copy_context
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _recovery
 from ._frozen import freeze_payload
-from ._ids import new_event_id
+from ._ids import event_id_at, new_event_id
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event, trace_id_from_traceparent
@@ -595,19 +595,17 @@ class EventBus:
         ``await bus.publish(..., wait=False)`` there. From a plain thread it waits.
         """
         d = self._dispatcher
-        if (
-            self._quick(event, payload)
-            and d.loop is not None
-            and _running_loop() is d.loop
-            and not d._bounded
-        ):
+        if _running_loop() is d.quick_loop and self._quick(event, payload):
             # Hot path: on the bus loop, unbounded: no admission lock, no ingress hop.
-            ev = self._envelope(event, cast("dict[str, Any]", payload), source, correlation_id, causation_id)
-            self._count_published(ev)
-            subs = self._registry.match(event)
+            ev = self._envelope(event, payload, source, correlation_id, causation_id)  # type: ignore[arg-type]
+            self._published += 1
+            if self.metrics is not None:
+                self._count_metrics(ev)
+            subs = self._registry.cache.get(event)
+            if subs is None:
+                subs = self._registry.match(event)
             if subs:
-                next(d._acc)
-                d._dispatch(_Chain(ev, subs, self._snapshot(), None, None))
+                d.dispatch_new(ev, subs, self._snapshot())
             return ev
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
         if self.store is not None:
@@ -661,15 +659,16 @@ class EventBus:
                 correlation_id = parent.correlation_id
         if causation_id is None and parent is not None:
             causation_id = parent.event_id
-        event_id = new_event_id()
         if self.tracer is not None:
             return self._traced_event(
-                event_type, freeze_payload(payload), event_id, source, correlation_id, causation_id
+                event_type, freeze_payload(payload), new_event_id(), source, correlation_id, causation_id
             )
+        now = _time()
+        event_id = event_id_at(now)  # one clock read for the id and the timestamp
         return _make_event(
             event_type,
             freeze_payload(payload),
-            _time(),
+            now,
             event_id,
             source,
             correlation_id if correlation_id is not None else event_id,
@@ -1203,8 +1202,12 @@ class EventBus:
         if self._audit is not None:
             self._audit.log(event)
         if self.metrics is not None:
-            self.metrics.record_event_emitted(event.event_type, source=event.source)
-            self.metrics.update_pending_count(self._dispatcher.pending)
+            self._count_metrics(event)
+
+    def _count_metrics(self, event: Event) -> None:
+        assert self.metrics is not None
+        self.metrics.record_event_emitted(event.event_type, source=event.source)
+        self.metrics.update_pending_count(self._dispatcher.pending)
 
     # ================================================================ stats
     def get_stats(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ _running_loop = asyncio._get_running_loop
 
 QUEUED, STARTED, DROPPED, DONE, ABANDONED = 0, 1, 2, 3, 4  # chain states
 _MAX_BATCH = 256
+_BURST = 256  # quick deliveries per lane before the worker yields to the loop
 
 
 class OverflowPolicy(enum.StrEnum):
@@ -132,6 +133,23 @@ class _Chain:
         self.state = QUEUED
 
 
+class _Suspended:
+    """A quick-path delivery whose handler suspended on its first step."""
+
+    __slots__ = ("chain", "coro", "ctx", "start", "yielded")
+
+    def __init__(self, chain: _Chain, ctx: Context, coro: Any, yielded: Any, start: float) -> None:
+        self.chain = chain
+        self.ctx = ctx
+        self.coro = coro
+        self.yielded = yielded
+        self.start = start
+
+
+_BURST_DONE = object()
+_NO_LOOP = object()  # quick_loop when the hot path does not apply (never a running loop)  # _run_quick ran _BURST deliveries: give the loop a turn
+
+
 class _Lane:
     """A subscription's mailbox and the worker task(s) that drain it."""
 
@@ -208,6 +226,13 @@ async def _await_any(awaitable: Any) -> Any:
     return await awaitable
 
 
+def _enter_async(handler: Callable[[Any], Any], arg: Any, event: Event) -> Any:
+    """``_enter`` for async handlers: always returns a coroutine to step (an awaitable
+    of another kind, e.g. from an async ``__call__`` returning a future, is wrapped)."""
+    coro = _enter(handler, arg, event)
+    return coro if type(coro) is CoroutineType else _await_any(coro)
+
+
 def _traced_call(
     span: SpanFactory, name: str, handler: Callable[[Any], Any], arg: Any, event: Event
 ) -> Any:
@@ -241,6 +266,7 @@ class Dispatcher:
         self.observer: HandlerObserver | None = None
         self.span: SpanFactory | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.quick_loop: object = _NO_LOOP
         self._lock = threading.Lock()
         self._bounded = max_pending is not None
         self._pending = 0  # bounded mode: exact count under the lock
@@ -262,6 +288,8 @@ class Dispatcher:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to ``loop``; lanes and their workers live there."""
         self.loop = loop
+        # publish_nowait's lock-free hot path applies on this loop when unbounded
+        self.quick_loop = loop if not self._bounded else _NO_LOOP
         self._lanes.clear()
         self._ingress_scheduled = False
 
@@ -470,6 +498,12 @@ class Dispatcher:
             dispatch(ingress[0])  # stays visible to lanes_idle() until it sits in a mailbox
             ingress.popleft()
 
+    def dispatch_new(self, event: Event, subs: tuple[Subscription, ...], ctx: Context) -> None:
+        """Admit and dispatch a fire-and-forget event on the loop thread (unbounded
+        bus only: admission is a counter step, no lock)."""
+        next(self._acc)
+        self._dispatch(_Chain(event, subs, ctx, None, None))
+
     def _dispatch(self, chain: _Chain) -> None:
         if chain.state == DROPPED or chain.state == ABANDONED:
             return
@@ -507,7 +541,7 @@ class Dispatcher:
         old = sub._lane
         inherited = old.mailbox if old is not None and old.dead and not old.closing else None
         lane = _Lane(sub, inherited)
-        lane.running = old.running if inherited is not None else 0
+        lane.running = old.running if inherited is not None and old is not None else 0
         sub._lane = lane
         loop = self.loop
         assert loop is not None
@@ -621,6 +655,14 @@ class Dispatcher:
         take = self._take
         advance = self._advance
         while True:
+            if lane.mailbox and self.span is None:
+                step = self._run_quick(lane)
+                if step is _BURST_DONE:
+                    await asyncio.sleep(0)  # a long burst must not starve the loop
+                    continue
+                if isinstance(step, _Suspended):
+                    await self._finish_quick(lane, step)
+                    continue
             chain = take(lane)
             if chain is None:
                 if self._lane_exit(lane):
@@ -644,6 +686,92 @@ class Dispatcher:
             lane.running -= 1
             advance(chain)
 
+    def _run_quick(self, lane: _Lane) -> _Suspended | object | None:
+        """Run the lane's queued fire-and-forget deliveries in a plain loop.
+
+        Covers the common case (one subscription per event, no result list, no
+        schema, retries or span): each handler is stepped once in a copy of the
+        event's context and almost always finishes there, so a burst costs no
+        coroutine, call chain or idle check per event. Returns the delivery whose
+        handler suspended (the worker awaits it), ``_BURST_DONE`` after
+        ``_BURST`` deliveries (the worker yields to the loop), or None when the
+        mailbox is empty or its head needs the general path."""
+        sub = lane.sub
+        if sub.schema is not None or sub.retries:
+            return None
+        handler = sub._strong or sub.handler
+        if handler is None:
+            return None
+        mailbox = lane.mailbox
+        observer = self.observer
+        plain_release = not self._bounded
+        drop_oldest = self._queued is not None
+        fin = self._fin
+        try:
+            for _ in range(_BURST):
+                if not mailbox:
+                    return None
+                chain = mailbox[0]
+                if (
+                    chain.state != QUEUED
+                    or chain.results is not None
+                    or len(chain.subs) != 1
+                    or lane.running >= sub.concurrency  # e.g. reserved by a direct publish
+                    or lane.closing
+                    or not sub._active
+                    or (drop_oldest and not self._start(chain))
+                ):
+                    return None
+                chain.state = STARTED
+                lane.running += 1  # before popping: lanes_idle() in another thread sees it
+                mailbox.popleft()
+                event = chain.event
+                ctx = chain.ctx.copy()  # chain contexts may be shared between events
+                start = _perf()
+                try:
+                    coro = ctx.run(_enter_async, handler, event, event)
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration:
+                    if observer is not None:
+                        self._settle(sub, chain, (None, None, False, _perf() - start, 1))
+                except Exception as exc:
+                    self._settle(sub, chain, (None, exc, False, _perf() - start, 1))
+                except BaseException as exc:
+                    lane.running -= 1
+                    self._advance(chain)
+                    self._contain(sub, chain, exc)
+                    continue
+                else:
+                    return _Suspended(chain, ctx, coro, yielded, start)
+                lane.running -= 1
+                if plain_release and chain.notify is None:
+                    chain.state = DONE
+                    next(fin)
+                else:
+                    self._finish(chain)
+            return _BURST_DONE
+        finally:
+            if self._idle_waiters:
+                self._wake_idle()
+
+    async def _finish_quick(self, lane: _Lane, step: _Suspended) -> None:
+        """Await a delivery whose handler suspended in ``_run_quick``, then settle it."""
+        sub = lane.sub
+        chain = step.chain
+        try:
+            outcome = await self._finish_async(
+                sub, step.ctx, step.coro, step.yielded, chain.event, step.start
+            )
+            if outcome[1] is not None or self.observer is not None:
+                self._settle(sub, chain, outcome)
+        except BaseException as exc:
+            lane.running -= 1
+            self._advance(chain)
+            self._contain(sub, chain, exc)
+            return
+        lane.running -= 1
+        self._advance(chain)
+
     async def _fast_async(
         self, sub: Subscription, handler: Callable[[Any], Any], chain: _Chain
     ) -> None:
@@ -660,9 +788,7 @@ class Dispatcher:
         outcome: Outcome | None = None
         try:
             try:
-                coro = ctx.run(_enter, handler, event, event)
-                if type(coro) is not CoroutineType:
-                    coro = _await_any(coro)
+                coro = ctx.run(_enter_async, handler, event, event)
                 yielded = ctx.run(coro.send, None)
             except StopIteration:
                 outcome = (None, None, False, _perf() - start, 1)
@@ -973,9 +1099,7 @@ class Dispatcher:
                 run(span.__enter__)
             try:
                 arg = event if sub.schema is None else sub.schema.adapt(event)
-                coro = run(_enter, handler, arg, event)
-                if type(coro) is not CoroutineType:
-                    coro = _await_any(coro)
+                coro = run(_enter_async, handler, arg, event)
                 try:
                     yielded = run(coro.send, None)
                 except StopIteration as stop:

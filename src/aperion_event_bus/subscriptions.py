@@ -185,7 +185,7 @@ class SubscriptionRegistry:
         # this thread is inside add/remove.
         self._lock = threading.RLock()
         self._subs: tuple[Subscription, ...] = ()
-        self._cache: dict[str, tuple[Subscription, ...]] = {}
+        self.cache: dict[str, tuple[Subscription, ...]] = {}
         self._version = 0
 
     def add(self, sub: Subscription) -> None:
@@ -225,7 +225,7 @@ class SubscriptionRegistry:
 
     def _invalidate(self) -> None:
         with self._lock:
-            self._cache = {}
+            self.cache = {}
             self._version += 1
 
     def get(self, subscription_id: str) -> Subscription | None:
@@ -243,14 +243,14 @@ class SubscriptionRegistry:
 
     def match(self, event_type: str) -> tuple[Subscription, ...]:
         """Active subscriptions for ``event_type``, highest priority first (cached)."""
-        found = self._cache.get(event_type)
+        found = self.cache.get(event_type)
         if found is not None:
             return found
         version = self._version
-        cache = self._cache
+        cache = self.cache
         found = tuple(s for s in self._subs if s.matches(event_type))
         with self._lock:
-            if self._version == version and self._cache is cache:
+            if self._version == version and self.cache is cache:
                 if len(cache) >= _MAX_CACHED_TYPES:  # many ad-hoc types: start over
                     cache.clear()
                 cache[event_type] = found

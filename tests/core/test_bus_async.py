@@ -333,6 +333,50 @@ async def test_publish_nowait_returns_event() -> None:
         assert got[0].event_id == ev.event_id
 
 
+async def test_a_long_burst_of_quick_handlers_lets_the_loop_run() -> None:
+    """A lane running thousands of queued handlers that never suspend still yields
+    to the loop regularly: a callback scheduled after the burst runs long before
+    the last event is handled."""
+    loop = asyncio.get_running_loop()
+    seen_at: list[int] = []
+    handled = 0
+    async with EventBus() as bus:
+
+        @bus.on("burst.x")
+        async def quick(e: Event) -> None:
+            nonlocal handled
+            handled += 1
+
+        for i in range(5000):
+            bus.publish_nowait("burst.x", {"i": i})
+        loop.call_soon(lambda: seen_at.append(handled))
+        assert await bus.drain(10)
+    assert handled == 5000
+    assert seen_at and seen_at[0] < 1000
+
+
+async def test_quick_lane_path_reports_failures_and_keeps_order() -> None:
+    """Fire-and-forget deliveries on the quick lane path: order kept, a failing
+    handler reported once per event, a suspending handler finished by the lane."""
+    order: list[int] = []
+    async with EventBus(handler_timeout=2) as bus:
+
+        @bus.on("q.x")
+        async def handler(e: Event) -> None:
+            i = e.payload["i"]
+            if i % 3 == 0:
+                await asyncio.sleep(0)
+            order.append(i)
+            if i % 5 == 0:
+                raise ValueError(f"bad {i}")
+
+        for i in range(600):
+            bus.publish_nowait("q.x", {"i": i})
+        assert await bus.drain(10)
+        assert order == list(range(600))
+        assert bus.get_stats()["handler_failures"] == 120
+
+
 class UserCreated:
     pass
 

@@ -143,6 +143,42 @@ def test_ids_unique_and_time_ordered() -> None:
     assert all(i.startswith("evt_") for i in ids[:10])
 
 
+def test_ids_from_many_threads_are_unique_and_ordered_per_thread() -> None:
+    """The cached millisecond/counter head is shared by threads: ids stay unique and
+    each thread's ids sort in creation order, across head refreshes (every 256 ids)."""
+    import threading
+
+    per_thread: list[list[str]] = [[] for _ in range(4)]
+
+    def make(out: list[str]) -> None:
+        for _ in range(20_000):
+            out.append(new_event_id())
+
+    threads = [threading.Thread(target=make, args=(out,)) for out in per_thread]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    flat = [i for ids in per_thread for i in ids]
+    assert len(set(flat)) == len(flat)
+    for ids in per_thread:
+        assert ids == sorted(ids)
+
+
+def test_event_id_layout_matches_generic_ids() -> None:
+    """``evt_`` + 11 hex digits of Unix milliseconds + 8 of counter + 12 of node."""
+    import time
+
+    from aperion_event_bus._ids import event_id_at, new_id
+
+    now = time.time()
+    fast, generic = event_id_at(now), new_id("evt_")
+    assert len(fast) == len(generic) == 4 + 11 + 8 + 12
+    assert fast[-12:] == generic[-12:]  # same process node
+    assert abs(int(fast[4:15], 16) - int(now * 1000)) <= 1
+    assert int(fast[15:23], 16) + 1 == int(generic[15:23], 16)  # one shared counter
+
+
 def test_two_buses_publishing_in_same_millisecond_never_share_ids() -> None:
     a, b = EventBus(), EventBus()
     try:
