@@ -684,7 +684,11 @@ class EventBus:
         if not subs:
             return True
         chain = _Chain(ev, subs, self._snapshot(), None, None)
-        admitted = d.try_admit(chain) if d._bounded else d.admit_unbounded()
+        if not d._bounded:
+            d.admit_unbounded()
+            d.enqueue(chain)
+            return True
+        admitted = d.try_admit(chain)
         if admitted is None and _current_event_get() is not None:
             d.admit_forced()  # inside a handler: never wait for a slot the handler may hold
         elif admitted is None:

@@ -838,17 +838,10 @@ class Dispatcher:
 
     async def _sync_worker(self, lane: _Lane) -> None:
         sub = lane.sub
-        take = self._take
         # Under DROP_OLDEST an event must stay droppable until its handler starts.
         max_batch = 1 if self._queued is not None else _MAX_BATCH
         while True:
-            batch: list[_Chain] = []
-            while len(batch) < max_batch:
-                chain = take(lane)
-                if chain is None:
-                    break
-                lane.running -= 1  # the batch as a whole counts as one running delivery
-                batch.append(chain)
+            batch = self._take_batch(lane, max_batch)
             if not batch:
                 if self._lane_exit(lane):
                     return
@@ -857,16 +850,14 @@ class Dispatcher:
             handler = sub.handler
             if handler is None or lane.closing or not sub.active:
                 handler = None
-                for chain in batch:
-                    self._advance(chain)
+                self._advance_all(batch)
                 continue
             lane.running += 1
             try:
                 done = await self._run_sync_batch(sub, handler, batch)
             except BaseException as exc:
                 lane.running -= 1
-                for chain in batch:
-                    self._advance(chain)
+                self._advance_all(batch)
                 if isinstance(exc, asyncio.CancelledError) and not self.stopping:
                     continue
                 raise
@@ -875,8 +866,47 @@ class Dispatcher:
             lane.running -= 1
             for chain in reversed(batch[done:]):  # abandoned or stopped: the rest goes back
                 lane.mailbox.appendleft(chain)
-            for chain in batch[:done]:
-                self._advance(chain)
+            self._advance_all(batch if done == len(batch) else batch[:done])
+
+    def _take_batch(self, lane: _Lane, limit: int) -> list[_Chain]:
+        """Up to ``limit`` head chains the lane may start now, in order; the batch as
+        a whole counts as one running delivery. Plain single-subscription chains are
+        taken in one loop (no call per event); anything else goes through ``_take``."""
+        batch: list[_Chain] = []
+        mailbox = lane.mailbox
+        if self._queued is None and lane.running < lane.sub.concurrency:
+            lane.running += 1  # while popping: lanes_idle() in another thread sees work
+            while mailbox and len(batch) < limit:
+                chain = mailbox[0]
+                if chain.state != QUEUED or len(chain.subs) != 1:
+                    break
+                chain.state = STARTED
+                mailbox.popleft()
+                batch.append(chain)
+            lane.running -= 1
+        take = self._take
+        while len(batch) < limit:
+            taken = take(lane)
+            if taken is None:
+                break
+            lane.running -= 1
+            batch.append(taken)
+        return batch
+
+    def _advance_all(self, chains: list[_Chain]) -> None:
+        """``_advance`` for a finished batch; a plain fire-and-forget chain of an
+        unbounded bus is released with a counter step, idle waiters checked once."""
+        fin = self._fin
+        plain = not self._bounded
+        advance = self._advance
+        for chain in chains:
+            if plain and chain.notify is None and len(chain.subs) == 1:
+                chain.state = DONE
+                next(fin)
+            else:
+                advance(chain)
+        if plain and self._idle_waiters:
+            self._wake_idle()
 
     async def _run_sync_batch(
         self, sub: Subscription, handler: Callable[[Any], Any], batch: list[_Chain]
