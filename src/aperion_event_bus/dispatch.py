@@ -754,6 +754,26 @@ class Dispatcher:
             if self._idle_waiters:
                 self._wake_idle()
 
+    @staticmethod
+    def _step(
+        handler: Callable[[Any], Any], chain: _Chain, ctx: Context, start: float
+    ) -> Outcome | _Suspended:
+        """Step an async handler once in ``ctx`` (started at ``start``): its outcome
+        when it finished or failed there, else the suspended delivery to finish with
+        ``_finish_async``. A handler's own CancelledError is its failure; only
+        KeyboardInterrupt, SystemExit and GeneratorExit propagate."""
+        event = chain.event
+        try:
+            coro = ctx.run(_enter_async, handler, event, event)
+            yielded = ctx.run(coro.send, None)
+        except StopIteration as stop:
+            return (stop.value, None, False, _perf() - start, 1)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
+            return (None, exc, False, _perf() - start, 1)
+        return _Suspended(chain, ctx, coro, yielded, start)
+
     async def _finish_quick(self, lane: _Lane, step: _Suspended) -> None:
         """Await a delivery whose handler suspended in ``_run_quick``, then settle it."""
         sub = lane.sub
@@ -1284,7 +1304,16 @@ class Dispatcher:
             return
         lane = self._reserve_lane(sub)
         try:
-            await self._deliver_direct(sub, handler, chain)
+            if sub.is_async and sub.schema is None and not sub.retries and self.span is None:
+                # the common case: step the handler here, await only if it suspends
+                step = self._step(handler, chain, chain.ctx.copy(), _perf())
+                if type(step) is _Suspended:
+                    step = await self._finish_async(
+                        sub, step.ctx, step.coro, step.yielded, chain.event, step.start
+                    )
+                self._settle(sub, chain, step)  # type: ignore[arg-type]
+            else:
+                await self._deliver_direct(sub, handler, chain)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
                 self.on_cancelled(sub, chain.event)
