@@ -36,6 +36,7 @@ test: lint
 
 bench: $(STAMP_BENCH)
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/floor.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/redaction.py
 	$(PY) benchmarks/store.py
