@@ -359,7 +359,7 @@ class SQLiteStore:
 
         At-least-once: if the process dies before that commit, the event is redelivered.
         """
-        self._active_writer().submit(Op(_ops.ACK, (event_id, name)))
+        self._active_writer().defer(_ops.ACK, (event_id, name))
 
     async def record_attempt(self, event_id: str, name: str) -> int:
         """Count one more delivery attempt and return the new count (0: not pending).
@@ -373,7 +373,7 @@ class SQLiteStore:
 
         The bus uses it for first deliveries: the attempt is normally committed long
         before a handler that crashes the process could have done so."""
-        self._active_writer().submit(Op(_ops.ATTEMPT, (event_id, name)))
+        self._active_writer().defer(_ops.ATTEMPT, (event_id, name))
 
     def record_attempt_sync(self, event_id: str, name: str) -> int:
         """Blocking ``record_attempt``."""
