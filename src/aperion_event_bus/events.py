@@ -152,8 +152,19 @@ class Event(_EventSlots):
 
         Non-JSON payload values use the documented forms of ``aperion_event_bus._json``.
         """
-        data: dict[str, Any] = {f: getattr(self, f) for f in ENVELOPE_FIELDS}
-        return dumps(data)
+        return dumps(
+            {  # ENVELOPE_FIELDS order, spelled out: the store encodes every event with it
+                "event_type": self.event_type,
+                "payload": self.payload,
+                "timestamp": self.timestamp,
+                "event_id": self.event_id,
+                "source": self.source,
+                "correlation_id": self.correlation_id,
+                "causation_id": self.causation_id,
+                "traceparent": self.traceparent,
+                "tracestate": self.tracestate,
+            }
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
