@@ -179,14 +179,20 @@ class GroupCommitWriter:
     def defer(self, kind: str, args: Any) -> None:
         """Run ``kind`` with ``args`` in the next transaction; nobody waits for it.
 
-        Raises StoreClosedError once close() has begun. A failure is logged."""
-        with self._gate:
-            if self._closing:
-                raise self._closed_error()
-            self._deferred.append((kind, args))
-            if not self._wake_queued:
-                self._wake_queued = True
-                self._queue.put(_WAKE)
+        Raises StoreClosedError once close() has begun. A failure is logged.
+
+        Lock-free (it runs once per durable delivery): ``deque.append`` is atomic, and
+        the writer clears ``_wake_queued`` before it drains the deque, so an item
+        appended before this call reads the flag is either drained by that writer
+        pass or announced by a new wake-up. A call racing with ``close()`` may miss
+        the final transaction; for an ack that means one redelivery (at-least-once).
+        """
+        if self._closing:
+            raise self._closed_error()
+        self._deferred.append((kind, args))
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._queue.put(_WAKE)
 
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued so far, then stop the thread and close the connection."""
@@ -310,13 +316,10 @@ class GroupCommitWriter:
 
     def _take_deferred(self) -> list[tuple[str, Any]]:
         """Everything ``defer``-ed so far, for the transaction about to start."""
-        with self._gate:
-            self._wake_queued = False  # a defer() from now on queues a new wake-up
-            if not self._deferred:
-                return []
-            taken = list(self._deferred)
-            self._deferred.clear()
-        return taken
+        self._wake_queued = False  # first: a defer() from now on queues a new wake-up
+        deferred = self._deferred
+        popleft = deferred.popleft
+        return [popleft() for _ in range(len(deferred))]
 
     def _run_deferred(self, conn: sqlite3.Connection, deferred: list[tuple[str, Any]]) -> None:
         """One handler call per kind. Deferred kinds commute (acks and attempt counts:
