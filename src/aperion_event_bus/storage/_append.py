@@ -1,9 +1,10 @@
 """The append handler: a run of appends in (normally) two statements.
 
-Each event is encoded once, by ``Event.to_jsonl()``, and the run is shipped to
-SQLite as one JSON array of those bodies (joined, not re-encoded): SQLite reads
-the indexed columns out of each body and stores the body's text as it is. The
-size column is the body's length in UTF-8 bytes, computed by SQLite.
+The events of a run are encoded in one ``dumps`` call, as a JSON array of their
+``to_jsonl()`` objects, and shipped to SQLite as that one text: SQLite reads the
+indexed columns out of each object and stores the object's text, which is the
+event's ``to_jsonl()`` line byte for byte. The size column is its length in UTF-8
+bytes, computed by SQLite.
 
 ``json.dumps`` writes non-finite floats as ``NaN``/``Infinity``, which SQLite's
 JSON parser rejects; a run containing those words (rare, and a false alarm when a
@@ -54,35 +55,45 @@ _INSERT_RANGE = (
 _UNSAFE = ("NaN", "Infinity")
 
 
-def _bodies(events: Sequence[Event]) -> list[str]:
-    """The JSON line of each event; raises if one cannot be encoded or stored."""
-    bodies = [event.to_jsonl() for event in events]
-    for body in bodies:
-        if not body.isascii():
-            body.encode("utf-8")  # a lone surrogate cannot be stored: fail this op only
-    return bodies
+def _encode(events: Sequence[Event]) -> str:
+    """A JSON array of the events' ``to_jsonl`` objects, in one ``dumps`` call.
+
+    Raises if one cannot be encoded, or cannot be stored (a lone surrogate)."""
+    text = dumps([event._json_fields() for event in events])
+    if not text.isascii():
+        text.encode("utf-8")
+    return text
+
+
+def _encode_run(runs: list[Any], results: list[Any]) -> str:
+    """The array text of every op's events; an op that cannot be encoded gets its
+    exception in ``results`` and is left out (the rest of the run is stored)."""
+    try:
+        return _encode([event for events, _ in runs for event in events])
+    except Exception:
+        pass  # find the culprits: encode op by op
+    parts: list[str] = []
+    for i, (events, _) in enumerate(runs):
+        try:
+            parts.append(_encode(events)[1:-1])
+        except Exception as exc:  # this op only: its payload cannot be encoded
+            results[i] = exc
+    return "[" + ",".join(part for part in parts if part) + "]"
 
 
 def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
     """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run."""
-    bodies: list[str] = []
-    kept: list[tuple[Sequence[Event], tuple[str, ...]]] = []
-    results: list[Any] = []
-    for events, names in runs:
-        try:
-            bodies.extend(_bodies(events))
-        except Exception as exc:  # this op only: its payload cannot be encoded
-            results.append(exc)
-            continue
-        kept.append((events, names))
-        results.append(None)
-    if not bodies:
+    results: list[Any] = [None] * len(runs)
+    text = _encode_run(runs, results)
+    kept = [op for op, result in zip(runs, results, strict=True) if result is None]
+    events = [event for op_events, _ in kept for event in op_events]
+    if not events:
         return results
-    text = "[" + ",".join(bodies) + "]"
     if _UNSAFE[0] in text or _UNSAFE[1] in text:
+        bodies = [event.to_jsonl() for event in events]
         rows = [
             (e.event_id, e.event_type, e.timestamp, e.correlation_id, len(b.encode("utf-8")), b)
-            for e, b in zip((e for events, _ in kept for e in events), bodies, strict=True)
+            for e, b in zip(events, bodies, strict=True)
         ]
         cur = conn.execute(_INSERT_ROWS, (dumps(rows),))
     else:
@@ -91,12 +102,12 @@ def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
     uniform = all(op_names == names for _, op_names in kept)
     if uniform and not names:
         return results
-    count = len(bodies)
+    count = len(events)
     if uniform and cur.rowcount == count and cur.lastrowid is not None:
         last = cur.lastrowid
         conn.execute(_INSERT_RANGE, (last - count + 1, last, dumps(names)))
     else:
-        pairs = [(e.event_id, name) for events, op_names in kept for e in events for name in op_names]
+        pairs = [(e.event_id, name) for op_events, op_names in kept for e in op_events for name in op_names]
         if pairs:
             conn.execute(_INSERT_PAIRS, (dumps(pairs),))
     return results
