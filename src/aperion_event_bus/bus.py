@@ -521,7 +521,7 @@ class EventBus:
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
             if self.store is not None:
-                await self.store.append(ev, self._durable_names(subs))
+                await self.store.append_future(ev, self._durable_names(subs))
             audit = self._audit
             if audit is not None and audit.backlog() > audit.HIGH_WATER:
                 await audit.throttle()  # the audit writer is behind: wait instead of piling up
