@@ -78,10 +78,30 @@ try:  # pragma: no cover - exercised when the orjson extra is installed
         return _orjson.loads(text)
 
 except ImportError:
+    import json.encoder
+    from json.encoder import encode_basestring
 
-    def dumps(obj: Any) -> str:
+    c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+
+    def _stdlib_dumps(obj: Any) -> str:
         """Compact JSON text for ``obj`` (documented fallbacks for non-JSON values)."""
         return json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
+
+    if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
+        dumps = _stdlib_dumps
+    else:
+
+        def dumps(obj: Any) -> str:
+            """Compact JSON text for ``obj`` (documented fallbacks for non-JSON values).
+
+            What ``json.dumps`` with these options does, minus building a
+            ``JSONEncoder`` per call (a third of the cost for an event envelope)."""
+            if type(obj) is str:
+                return encode_basestring(obj)
+            encode = c_make_encoder(
+                {}, json_default, encode_basestring, None, ":", ",", False, False, True
+            )
+            return "".join(encode(obj, 0))
 
     def loads(text: str | bytes) -> Any:
         """Parse JSON text."""

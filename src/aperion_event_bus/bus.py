@@ -122,6 +122,9 @@ class EventBus:
             backend = self.store.dlq_backend() if self.store is not None else None
             self.dead_letter_queue = dead_letter_queue = DeadLetterQueue(backend=backend)
         self._durable: dict[str, str] = {}  # subscription id -> durable name
+        # matched subscriptions (the registry's cached tuple) -> their durable names;
+        # cleared whenever _durable changes
+        self._names_of: dict[tuple[Subscription, ...], tuple[str, ...]] = {}
         self._audit: AuditSink | None = None
         if enable_audit and event_log_path is not None:
             from .storage.audit_log import AuditLogger
@@ -308,6 +311,7 @@ class EventBus:
         self._registry.add(sub)
         if durable:
             self._durable[sub.subscription_id] = options["name"]
+            self._names_of.clear()
         return sub
 
     def _durable_handler(self, handler: Callable[..., Any], options: dict[str, Any]) -> Any:
@@ -335,10 +339,21 @@ class EventBus:
         return cls(handler, self.store, name, int(options.get("retries", 0) or 0))
 
     def _durable_names(self, subs: tuple[Subscription, ...]) -> tuple[str, ...]:
+        """The durable names among ``subs`` (computed once per matched tuple)."""
         durable = self._durable
         if not durable:
             return ()
-        return tuple(durable[s.subscription_id] for s in subs if s.subscription_id in durable)
+        names = self._names_of.get(subs)
+        if names is None:
+            if len(self._names_of) >= 256:  # subscriptions churned: start over
+                self._names_of.clear()
+            names = tuple(durable[s.subscription_id] for s in subs if s.subscription_id in durable)
+            self._names_of[subs] = names
+        return names
+
+    def _forget_durable(self, subscription_id: str) -> None:
+        if self._durable.pop(subscription_id, None) is not None:
+            self._names_of.clear()
 
     def _append_sync(self, event: Event, subs: tuple[Subscription, ...], api: str) -> None:
         """Commit ``event`` to the store from a plain thread (never from a loop thread)."""
@@ -365,7 +380,7 @@ class EventBus:
     def unsubscribe(self, subscription_id: str) -> bool:
         """Remove a subscription by id (1.x); True if it existed."""
         sub = self._registry.remove(subscription_id)
-        self._durable.pop(subscription_id, None)
+        self._forget_durable(subscription_id)
         if sub is None:
             return False
         self._dispatcher.close_lane(sub)
@@ -379,7 +394,7 @@ class EventBus:
             return int(self.unsubscribe(target))
         gone = self._registry.remove_where(lambda s: s.handler == target)
         for sub in gone:
-            self._durable.pop(sub.subscription_id, None)
+            self._forget_durable(sub.subscription_id)
             self._dispatcher.close_lane(sub)
         return len(gone)
 
@@ -521,7 +536,7 @@ class EventBus:
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
             if self.store is not None:
-                await self.store.append(ev, self._durable_names(subs))
+                await self.store.append_future(ev, self._durable_names(subs))
             audit = self._audit
             if audit is not None and audit.backlog() > audit.HIGH_WATER:
                 await audit.throttle()  # the audit writer is behind: wait instead of piling up

@@ -95,20 +95,29 @@ class _DurableAsync(_Durable):
             return await self._tracked(event_id, arg)
         # First delivery: a handler that finishes without suspending cannot be cut
         # short by a crash after it started, so only a suspending one records its
-        # attempt (one store write less per event on the hot path).
-        attempt = self._inflight.get(event_id, 0) + 1
-        self._inflight[event_id] = attempt
-        _attempt.set(attempt)
+        # attempt (one store write less per event on the hot path). Likewise it is
+        # only entered in _inflight (which numbers in-process retries) when it
+        # suspends or fails, and the context variable is only set when it differs.
+        inflight = self._inflight
+        attempt = inflight.get(event_id, 0) + 1
+        if attempt > 1:
+            inflight[event_id] = attempt
+        if _attempt.get() != attempt:
+            _attempt.set(attempt)
         coro = self.handler(arg)
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
-            self._end(event_id, True)
+            if attempt > 1:
+                del inflight[event_id]
+            self.store.ack_nowait(event_id, self.name)
             return stop.value
         except BaseException:
+            inflight[event_id] = attempt
             self.store.record_attempt_nowait(event_id, self.name)  # a failed attempt counts
             self._end(event_id, False)
             raise
+        inflight[event_id] = attempt
         self.store.record_attempt_nowait(event_id, self.name)
         try:
             result = await finish_here(coro, yielded)

@@ -152,8 +152,22 @@ class Event(_EventSlots):
 
         Non-JSON payload values use the documented forms of ``aperion_event_bus._json``.
         """
-        data: dict[str, Any] = {f: getattr(self, f) for f in ENVELOPE_FIELDS}
-        return dumps(data)
+        return dumps(self._json_fields())
+
+    def _json_fields(self) -> dict[str, Any]:
+        """What ``to_jsonl`` encodes (payload not copied); the store encodes a whole
+        run of these in one ``dumps`` call."""
+        return {  # ENVELOPE_FIELDS order, spelled out: it runs for every stored event
+            "event_type": self.event_type,
+            "payload": self.payload,
+            "timestamp": self.timestamp,
+            "event_id": self.event_id,
+            "source": self.source,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:

@@ -227,3 +227,13 @@ def test_jsonl_roundtrip_property(
     back = Event.from_jsonl(event.to_jsonl())
     assert back == event
     assert back.to_jsonl() == event.to_jsonl()
+
+
+@given(value=json_values | st.dictionaries(st.text(max_size=10), json_values, max_size=6))
+def test_dumps_matches_json_dumps(value: object) -> None:
+    """Without orjson, ``dumps`` drives the C encoder itself: same text as ``json.dumps``."""
+    from aperion_event_bus import _json
+
+    if not hasattr(_json, "_stdlib_dumps"):
+        pytest.skip("orjson is installed; dumps uses it")
+    assert _json.dumps(value) == _json._stdlib_dumps(value)

@@ -3,9 +3,9 @@
 Usage: python crash_child.py DB_PATH SYNCHRONOUS SEED
 
 Prints ``READY`` once the store is open, then ``A <event_id>`` after each append has
-returned (committed), ``B <event_id>`` before an ack is sent and ``K <event_id>`` after
-it has returned, flushing stdout
-every line so the parent knows exactly what was reported committed.
+returned (committed), ``B <event_id>`` before an ack is sent (awaited, or deferred
+with ``ack_nowait``) and ``K <event_id>`` after an awaited ack has returned, flushing
+stdout every line so the parent knows exactly what was reported committed.
 """
 
 from __future__ import annotations
@@ -40,12 +40,17 @@ async def appender(store: SQLiteStore, rng: random.Random, worker: int) -> None:
             await store.append(event, [NAME])
             report("A", event.event_id)
         roll = rng.random()
-        if roll < 0.4:
+        if roll < 0.3:
             report("B", event.event_id)  # an ack may commit from here on
             await store.ack(event.event_id, NAME)
             report("K", event.event_id)
         elif roll < 0.5:
+            report("B", event.event_id)  # deferred: commits with a later transaction
+            store.ack_nowait(event.event_id, NAME)
+        elif roll < 0.55:
             await store.record_attempt(event.event_id, NAME)
+        elif roll < 0.6:
+            store.record_attempt_nowait(event.event_id, NAME)
 
 
 def sync_appender(store: SQLiteStore, seed: int) -> None:

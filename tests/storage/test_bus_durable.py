@@ -125,6 +125,25 @@ async def test_non_durable_subscriptions_are_not_tracked(tmp_path: Path) -> None
     await bus.close()
 
 
+async def test_durable_subscriptions_added_or_removed_later_are_tracked(tmp_path: Path) -> None:
+    bus = EventBus(store=url(tmp_path / "later.db"))
+
+    async def fails(event: Event) -> None:
+        raise RuntimeError("stays pending")
+
+    bus.on("a.b", fails, name="first", durable=True)
+    await bus.publish("a.b", {"n": 1})
+    second = bus.on("a.b", fails, name="second", durable=True)
+    await bus.publish("a.b", {"n": 2})
+    bus.off(second)
+    await bus.publish("a.b", {"n": 3})
+    store = bus.store
+    assert store is not None
+    assert store.pending_count("first") == 3
+    assert store.pending_count("second") == 1
+    await bus.close()
+
+
 async def test_durable_needs_name_and_store(tmp_path: Path) -> None:
     async def h(event: Event) -> None:
         pass

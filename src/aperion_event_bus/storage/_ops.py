@@ -4,7 +4,7 @@ Every handler receives the arguments of a run of consecutive ops of its kind and
 returns one result per op. Runs of appends, acks, attempts and dead-letterings
 are shipped to SQLite as one JSON array and expanded with ``json_each``, so a run
 costs a handful of statements however long it is (see ``_writer`` for why the
-statement count matters).
+statement count matters). Appends are in ``_append``.
 
 Events are stored with ``INSERT OR IGNORE``: appending an event id that is
 already stored keeps the first copy and only adds the new pending deliveries.
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .._json import dumps, loads
+from ._append import append
 
 __all__ = [
     "ACK",
@@ -42,23 +43,14 @@ DLQ_REMOVE = "dlq_remove"
 DLQ_CLEAR = "dlq_clear"
 DLQ_CLEAR_OLDER = "dlq_clear_older"
 
-_INSERT_EVENTS = (
-    "INSERT OR IGNORE INTO events(event_id, event_type, timestamp, correlation_id, size, body) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
-    "json_extract(value, '$[4]'), json_extract(value, '$[5]') "
-    "FROM json_each(?)"  # json_each yields array order: seq follows the batch order
-)
-# Pairs [event_id, name] -> (name, seq) through the unique event_id index.
-_PAIRS = (
-    "SELECT json_extract(j.value, '$[1]') AS name, e.seq AS seq{extra} "
-    "FROM json_each(?) AS j JOIN events AS e ON e.event_id = json_extract(j.value, '$[0]')"
-)
-_INSERT_DELIVERIES = "INSERT OR IGNORE INTO deliveries(name, seq) " + _PAIRS.format(extra="")
-_DELETE_DELIVERIES = "DELETE FROM deliveries WHERE (name, seq) IN (" + _PAIRS.format(extra="") + ")"
+# One name's deliveries by event id: ``name = ?1 AND seq IN (...)`` is a primary-key
+# lookup per id. (A row value ``(name, seq) IN (...)`` uses only the name column of
+# the key and scans every pending row of that name for each id.)
+_SEQS_OF_IDS = "SELECT e.seq FROM json_each(?2) AS j JOIN events AS e ON e.event_id = j.value"
+_DELETE_DELIVERIES = "DELETE FROM deliveries WHERE name = ?1 AND seq IN (" + _SEQS_OF_IDS + ")"
 _BUMP_ATTEMPTS = (
-    "UPDATE deliveries SET attempts = attempts + 1 WHERE (name, seq) IN ("
-    + _PAIRS.format(extra="")
+    "UPDATE deliveries SET attempts = attempts + 1 WHERE name = ?1 AND seq IN ("
+    + _SEQS_OF_IDS
     + ")"
 )
 _READ_ATTEMPTS = (
@@ -76,43 +68,22 @@ _MOVE_TO_DEAD = (
 )
 
 
-def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
-    """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run."""
-    rows: list[tuple[str, str, float, str | None, int, str]] = []
-    pairs: list[tuple[str, str]] = []
-    results: list[Any] = []
-    for events, names in runs:
-        try:
-            op_rows = []
-            for event in events:
-                body = event.to_jsonl()
-                op_rows.append(
-                    (
-                        event.event_id,
-                        event.event_type,
-                        event.timestamp,
-                        event.correlation_id,
-                        len(body.encode("utf-8")),
-                        body,
-                    )
-                )
-        except Exception as exc:  # this op only: its payload cannot be encoded
-            results.append(exc)
-            continue
-        rows.extend(op_rows)
-        if names:
-            pairs.extend((event.event_id, name) for event in events for name in names)
-        results.append(None)
-    if rows:
-        conn.execute(_INSERT_EVENTS, (dumps(rows),))
-    if pairs:
-        conn.execute(_INSERT_DELIVERIES, (dumps(pairs),))
-    return results
+def _per_name(conn: sqlite3.Connection, statement: str, keys: Iterable[Sequence[str]]) -> None:
+    """Run ``statement`` (``?1`` name, ``?2`` JSON array of event ids) once per name."""
+    ids: dict[str, list[str]] = {}
+    for key in keys:
+        found = ids.get(key[1])
+        if found is None:
+            ids[key[1]] = [key[0]]
+        else:
+            found.append(key[0])
+    for name, event_ids in ids.items():
+        conn.execute(statement, (name, dumps(event_ids)))
 
 
 def ack(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
     """``runs``: ``(event_id, name)`` per op; deletes the pending delivery rows."""
-    conn.execute(_DELETE_DELIVERIES, (dumps(runs),))
+    _per_name(conn, _DELETE_DELIVERIES, runs)
     return [None] * len(runs)
 
 
@@ -139,8 +110,8 @@ def attempt(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
 def _attempt_chunk(conn: sqlite3.Connection, chunk: Sequence[tuple[str, str]]) -> list[int]:
     if not chunk:
         return []
+    _per_name(conn, _BUMP_ATTEMPTS, chunk)
     text = dumps(chunk)
-    conn.execute(_BUMP_ATTEMPTS, (text,))
     counts = {
         (eid, name): n
         for eid, name, n in loads(conn.execute(_READ_ATTEMPTS, (text,)).fetchone()[0])
@@ -152,7 +123,7 @@ def dead(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
     """``runs``: ``(event_id, name, error)``; moves pending deliveries to ``dead_deliveries``."""
     text = dumps([[eid, name, str(error)] for eid, name, error in runs])
     conn.execute(_MOVE_TO_DEAD, (time.time(), text))
-    conn.execute(_DELETE_DELIVERIES, (text,))
+    _per_name(conn, _DELETE_DELIVERIES, runs)
     return [None] * len(runs)
 
 

@@ -13,15 +13,25 @@ matters beyond speed: ``sqlite3`` releases the GIL for every statement step, and
 re-taking it while the event loop thread is busy can cost a full switch interval
 (5 ms); one statement per run of ops keeps the writer from stalling on the GIL.
 
+Fire-and-forget work nobody waits for (acks, first attempt records) does not go
+through the queue: ``defer`` puts it on a side list that the writer empties into
+the *next* transaction, ahead of that batch's queued ops, one handler call per
+kind. On the bus's hot path every publish is followed by the ack of its delivery;
+through the queue they would alternate (append, ack, append, ...) and cost a
+statement each, while folded they cost one statement per batch. A deferred op is
+committed with the next transaction, whatever started it (a later append, a
+``flush``, ``close``, or the wake-up ``defer`` queues when the side list was empty).
+
 If the transaction fails (disk full, read-only file, I/O error) it is rolled back
 and every op of the batch fails with the same ``StoreError``: nothing in it was
-committed, and no waiter is told otherwise.
+committed, and no waiter is told otherwise (failed deferred ops are logged).
 """
 
 from __future__ import annotations
 
 import _thread
 import asyncio
+import collections
 import queue
 import sqlite3
 import threading
@@ -72,11 +82,10 @@ class Op:
 
     __slots__ = ("args", "future", "kind", "loop", "sync", "weight")
 
-    def __init__(
+    def __init__(  # positional calls are the cheaper ones (one per append)
         self,
         kind: str,
         args: Any,
-        *,
         future: asyncio.Future[Any] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         sync: SyncWaiter | None = None,
@@ -91,6 +100,8 @@ class Op:
 
 
 _STOP: Final = Op("__stop__", None)
+#: Queued by ``defer`` to wake an idle writer; carries no work itself.
+_WAKE: Final = Op("__wake__", None, weight=0)
 
 #: Futures completed per loop callback. Completing a future schedules its task, and
 #: the loop runs every task made ready in one iteration before it looks at timers
@@ -135,6 +146,8 @@ class GroupCommitWriter:
         self._timer = timer
         self._timer_interval = timer_interval
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
+        self._deferred: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake_queued = False  # a _WAKE is in the queue that will see _deferred
         self._wal = WalCheckpointer(conn, path)
         self._gate = threading.Lock()  # orders submit() against close()
         self._closing = False
@@ -161,6 +174,24 @@ class GroupCommitWriter:
             if self._closing:
                 raise self._closed_error()
             self._queue.put(op)
+
+    def defer(self, kind: str, args: Any) -> None:
+        """Run ``kind`` with ``args`` in the next transaction; nobody waits for it.
+
+        Raises StoreClosedError once close() has begun. A failure is logged.
+
+        Lock-free (it runs once per durable delivery): ``deque.append`` is atomic, and
+        the writer clears ``_wake_queued`` before it drains the deque, so an item
+        appended before this call reads the flag is either drained by that writer
+        pass or announced by a new wake-up. A call racing with ``close()`` may miss
+        the final transaction; for an ack that means one redelivery (at-least-once).
+        """
+        if self._closing:
+            raise self._closed_error()
+        self._deferred.append((kind, args))
+        if not self._wake_queued:
+            self._wake_queued = True
+            self._queue.put(_WAKE)
 
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued so far, then stop the thread and close the connection."""
@@ -244,8 +275,9 @@ class GroupCommitWriter:
             batch: list[Op] = []
             weight = 0
             if op is not None and not stop:
-                batch.append(op)
-                weight = op.weight
+                if op is not _WAKE:
+                    batch.append(op)
+                    weight = op.weight
                 while weight < max_batch:
                     try:
                         op = get_nowait()
@@ -254,16 +286,18 @@ class GroupCommitWriter:
                     if op is _STOP:
                         stop = True
                         break
-                    batch.append(op)
-                    weight += op.weight
-            if batch:
-                self._commit(batch, final=stop)
+                    if op is not _WAKE:
+                        batch.append(op)
+                        weight += op.weight
+            deferred = self._take_deferred()
+            if batch or deferred:
+                self._commit(batch, deferred, final=stop)
             if stop:
                 return
             # Checkpoint after the batch's waiters were woken, never inside a commit.
             try:
-                if batch:
-                    wal.after_commit(weight, empty())
+                if batch or deferred:
+                    wal.after_commit(weight + len(deferred), empty())
                     last_active = time.monotonic()
                 elif dirty and time.monotonic() - last_active >= IDLE_SECONDS:
                     wal.idle()
@@ -279,13 +313,38 @@ class GroupCommitWriter:
                 except Exception:
                     logger.exception("event store periodic task failed")
 
-    def _commit(self, batch: list[Op], *, final: bool = False) -> None:
+    def _take_deferred(self) -> list[tuple[str, Any]]:
+        """Everything ``defer``-ed so far, for the transaction about to start."""
+        self._wake_queued = False  # first: a defer() from now on queues a new wake-up
+        deferred = self._deferred
+        popleft = deferred.popleft
+        return [popleft() for _ in range(len(deferred))]
+
+    def _run_deferred(self, conn: sqlite3.Connection, deferred: list[tuple[str, Any]]) -> None:
+        """One handler call per kind. Deferred kinds commute (acks and attempt counts:
+        the final state does not depend on their relative order), so grouping is safe."""
+        runs: dict[str, list[Any]] = {}
+        for kind, args in deferred:
+            run = runs.get(kind)
+            if run is None:
+                run = runs[kind] = []
+            run.append(args)
+        for kind, run in runs.items():
+            for result in self._handlers[kind](conn, run):
+                if isinstance(result, BaseException):
+                    logger.error("event store %s failed: %s", kind, result)
+
+    def _commit(
+        self, batch: list[Op], deferred: list[tuple[str, Any]], *, final: bool = False
+    ) -> None:
         conn = self._conn
         handlers = self._handlers
         n = len(batch)
         results: list[Any] = [None] * n
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if deferred:
+                self._run_deferred(conn, deferred)
             i = 0
             while i < n:
                 kind = batch[i].kind
@@ -299,10 +358,12 @@ class GroupCommitWriter:
                 i = j
             conn.execute("COMMIT")
             self.transactions += 1
-            self.ops += n
+            self.ops += n + len(deferred)
             units = self.units
             for op in batch:
                 units[op.kind] = units.get(op.kind, 0) + op.weight
+            for kind, _ in deferred:
+                units[kind] = units.get(kind, 0) + 1
         except Exception as exc:
             if conn.in_transaction:
                 try:
@@ -312,6 +373,8 @@ class GroupCommitWriter:
             self.failed_transactions += 1
             error = translate_error(exc, self._path, "commit to the event store")
             results = [error] * n
+            if deferred:
+                logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
         self.largest_batch = max(self.largest_batch, n)
         self._settle(batch, results, final=final)
 
@@ -347,7 +410,10 @@ class GroupCommitWriter:
                 op = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if op is not _STOP:
+            if op is not _STOP and op is not _WAKE:
                 leftovers.append(op)
+        lost = self._take_deferred()
+        if lost:
+            logger.error("event store: %d deferred ops not committed: %s", len(lost), error)
         if leftovers:
             self._settle(leftovers, [error] * len(leftovers), final=True)

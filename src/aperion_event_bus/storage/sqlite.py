@@ -289,12 +289,16 @@ class SQLiteStore:
         assert self._reader_pool is not None
         return self._reader_pool
 
-    async def _call(self, kind: str, args: Any, weight: int = 1) -> Any:
+    def _submit_async(self, kind: str, args: Any, weight: int = 1) -> asyncio.Future[Any]:
+        """Queue an op; its result arrives in a future of the running loop."""
         writer = self._active_writer()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        writer.submit(Op(kind, args, future=future, loop=loop, weight=weight))
-        return await future
+        writer.submit(Op(kind, args, future, loop, None, weight))
+        return future
+
+    async def _call(self, kind: str, args: Any, weight: int = 1) -> Any:
+        return await self._submit_async(kind, args, weight)
 
     def _call_sync(self, kind: str, args: Any, weight: int = 1) -> Any:
         writer = self._active_writer()
@@ -314,6 +318,12 @@ class SQLiteStore:
         """
         _check_event(event)
         await self._call(_ops.APPEND, ((event,), _names(durable_names)))
+
+    def append_future(self, event: Event, durable_names: tuple[str, ...]) -> asyncio.Future[None]:
+        """``append`` minus its argument checks, as a future that completes at the commit
+        (one coroutine less per event): for callers that pass an ``Event`` and a tuple
+        of valid names, like the bus. Call it on a running event loop."""
+        return self._submit_async(_ops.APPEND, ((event,), durable_names))
 
     def append_sync(self, event: Event, durable_names: Sequence[str] = ()) -> None:
         """``append`` for plain threads: blocks until committed (do not call on a loop thread)."""
@@ -359,7 +369,7 @@ class SQLiteStore:
 
         At-least-once: if the process dies before that commit, the event is redelivered.
         """
-        self._active_writer().submit(Op(_ops.ACK, (event_id, name)))
+        self._active_writer().defer(_ops.ACK, (event_id, name))
 
     async def record_attempt(self, event_id: str, name: str) -> int:
         """Count one more delivery attempt and return the new count (0: not pending).
@@ -373,7 +383,7 @@ class SQLiteStore:
 
         The bus uses it for first deliveries: the attempt is normally committed long
         before a handler that crashes the process could have done so."""
-        self._active_writer().submit(Op(_ops.ATTEMPT, (event_id, name)))
+        self._active_writer().defer(_ops.ATTEMPT, (event_id, name))
 
     def record_attempt_sync(self, event_id: str, name: str) -> int:
         """Blocking ``record_attempt``."""

@@ -1,0 +1,113 @@
+"""The append handler: a run of appends in (normally) two statements.
+
+The events of a run are encoded in one ``dumps`` call, as a JSON array of their
+``to_jsonl()`` objects, and shipped to SQLite as that one text: SQLite reads the
+indexed columns out of each object and stores the object's text, which is the
+event's ``to_jsonl()`` line byte for byte. The size column is its length in UTF-8
+bytes, computed by SQLite.
+
+``json.dumps`` writes non-finite floats as ``NaN``/``Infinity``, which SQLite's
+JSON parser rejects; a run containing those words (rare, and a false alarm when a
+string merely contains them) ships each body as a JSON string with its columns
+instead, the way every run was shipped before.
+
+Pending deliveries: the events of one statement get consecutive ``seq`` values, so
+when every event was new (none ignored as a duplicate id) and all ops of the run
+name the same subscriptions, the rows are generated from the ``seq`` range;
+otherwise each (event id, name) pair is looked up through the event id index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .._json import dumps
+from ..events import Event
+
+__all__ = ["append"]
+
+_INSERT_BODIES = (
+    "INSERT OR IGNORE INTO events(event_id, event_type, timestamp, correlation_id, size, body) "
+    "SELECT json_extract(value, '$.event_id'), json_extract(value, '$.event_type'), "
+    "json_extract(value, '$.timestamp'), json_extract(value, '$.correlation_id'), "
+    "length(CAST(value AS BLOB)), value "
+    "FROM json_each(?)"  # json_each yields array order: seq follows the batch order
+)
+_INSERT_ROWS = (
+    "INSERT OR IGNORE INTO events(event_id, event_type, timestamp, correlation_id, size, body) "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), "
+    "json_extract(value, '$[4]'), json_extract(value, '$[5]') "
+    "FROM json_each(?)"
+)
+# Pairs [event_id, name] -> (name, seq) through the unique event_id index.
+_INSERT_PAIRS = (
+    "INSERT OR IGNORE INTO deliveries(name, seq) "
+    "SELECT json_extract(j.value, '$[1]'), e.seq "
+    "FROM json_each(?) AS j JOIN events AS e ON e.event_id = json_extract(j.value, '$[0]')"
+)
+_INSERT_RANGE = (
+    "WITH RECURSIVE s(seq) AS (SELECT ?1 UNION ALL SELECT seq + 1 FROM s WHERE seq < ?2) "
+    "INSERT OR IGNORE INTO deliveries(name, seq) SELECT n.value, s.seq FROM s, json_each(?3) AS n"
+)
+_UNSAFE = ("NaN", "Infinity")
+
+
+def _encode(events: Sequence[Event]) -> str:
+    """A JSON array of the events' ``to_jsonl`` objects, in one ``dumps`` call.
+
+    Raises if one cannot be encoded, or cannot be stored (a lone surrogate)."""
+    text = dumps([event._json_fields() for event in events])
+    if not text.isascii():
+        text.encode("utf-8")
+    return text
+
+
+def _encode_run(runs: list[Any], results: list[Any]) -> str:
+    """The array text of every op's events; an op that cannot be encoded gets its
+    exception in ``results`` and is left out (the rest of the run is stored)."""
+    try:
+        return _encode([event for events, _ in runs for event in events])
+    except Exception:
+        pass  # find the culprits: encode op by op
+    parts: list[str] = []
+    for i, (events, _) in enumerate(runs):
+        try:
+            parts.append(_encode(events)[1:-1])
+        except Exception as exc:  # this op only: its payload cannot be encoded
+            results[i] = exc
+    return "[" + ",".join(part for part in parts if part) + "]"
+
+
+def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
+    """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run."""
+    results: list[Any] = [None] * len(runs)
+    text = _encode_run(runs, results)
+    kept = [op for op, result in zip(runs, results, strict=True) if result is None]
+    events = [event for op_events, _ in kept for event in op_events]
+    if not events:
+        return results
+    if _UNSAFE[0] in text or _UNSAFE[1] in text:
+        bodies = [event.to_jsonl() for event in events]
+        rows = [
+            (e.event_id, e.event_type, e.timestamp, e.correlation_id, len(b.encode("utf-8")), b)
+            for e, b in zip(events, bodies, strict=True)
+        ]
+        cur = conn.execute(_INSERT_ROWS, (dumps(rows),))
+    else:
+        cur = conn.execute(_INSERT_BODIES, (text,))
+    names = kept[0][1]
+    uniform = all(op_names == names for _, op_names in kept)
+    if uniform and not names:
+        return results
+    count = len(events)
+    if uniform and cur.rowcount == count and cur.lastrowid is not None:
+        last = cur.lastrowid
+        conn.execute(_INSERT_RANGE, (last - count + 1, last, dumps(names)))
+    else:
+        pairs = [(e.event_id, name) for op_events, op_names in kept for e in op_events for name in op_names]
+        if pairs:
+            conn.execute(_INSERT_PAIRS, (dumps(pairs),))
+    return results

@@ -1,0 +1,136 @@
+"""How appends are shipped to SQLite: bodies stored byte for byte, non-finite floats,
+unstorable strings, and pending deliveries on both the seq-range and the lookup path."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aperion_event_bus.events import Event
+from aperion_event_bus.storage.sqlite import SQLiteStore
+
+TRICKY: list[dict[str, object]] = [
+    {"text": 'quote " backslash \\ slash / tab \t newline \n nul \x00 bell \x07'},
+    {"unicode": "æøå 日本 🎉 \u2028 \u2029", "key é": "v"},
+    {"ints": [0, -1, 2**53 + 1, 2**63 - 1, -(2**63), 2**70]},
+    {"floats": [0.0, -0.0, 1e-7, 1.5e300, 0.1, 123456789.123456789, -2.5e-308]},
+    {"nested": {"a": [], "b": {}, "c": [[{}]], "d": None, "e": True, "f": False}},
+    {"script": "</script><!-- ]]>"},
+    {},
+]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(tmp_path / "events.db").open()
+    yield s
+    s.close()
+
+
+def rows(store: SQLiteStore) -> list[tuple[str, str, float, str | None, int, str]]:
+    conn = sqlite3.connect(store.path)
+    try:
+        return conn.execute(
+            "SELECT event_id, event_type, timestamp, correlation_id, size, body "
+            "FROM events ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def pending(store: SQLiteStore, name: str) -> list[str]:
+    return [e.event_id for e, _ in store.pending_deliveries(name)]
+
+
+@pytest.mark.parametrize("nonfinite", [False, True])
+async def test_bodies_are_stored_exactly_as_to_jsonl(store: SQLiteStore, nonfinite: bool) -> None:
+    payloads = list(TRICKY)
+    if nonfinite:  # shipped the other way: one NaN in the run switches the whole run
+        payloads.append({"nan": float("nan"), "inf": float("inf"), "ninf": float("-inf")})
+    events = [Event("data.stored", p, correlation_id=f"c{i}") for i, p in enumerate(payloads)]
+    await asyncio.gather(*(store.append(e, ["a"]) for e in events))
+    stored = rows(store)
+    assert [r[0] for r in stored] == [e.event_id for e in events]  # publish order
+    for event, (eid, etype, ts, corr, size, body) in zip(events, stored, strict=True):
+        assert body == event.to_jsonl()
+        assert size == len(body.encode("utf-8"))
+        assert (eid, etype, ts, corr) == (
+            event.event_id,
+            event.event_type,
+            event.timestamp,
+            event.correlation_id,
+        )
+    assert pending(store, "a") == [e.event_id for e in events]
+    back = store.get_event(events[-1].event_id)
+    assert back is not None and back.to_jsonl() == events[-1].to_jsonl()
+
+
+async def test_a_string_that_only_mentions_nan_is_stored_too(store: SQLiteStore) -> None:
+    event = Event("data.stored", {"word": "NaN and Infinity are just words here"})
+    await store.append(event, ["a"])
+    assert rows(store)[0][5] == event.to_jsonl()
+
+
+async def test_an_unstorable_string_fails_only_its_own_append(store: SQLiteStore) -> None:
+    good, bad = Event("data.stored", {"n": 1}), Event("data.stored", {"s": "\ud800"})
+    results = await asyncio.gather(
+        store.append(good, ["a"]), store.append(bad, ["a"]), return_exceptions=True
+    )
+    assert results[0] is None and isinstance(results[1], UnicodeEncodeError)
+    assert pending(store, "a") == [good.event_id]
+
+
+async def test_deliveries_when_names_differ_or_ids_repeat(store: SQLiteStore) -> None:
+    first = Event("order.paid", {"n": 0})
+    await store.append(first, ["a"])
+    store.ack_sync(first.event_id, "a")
+    events = [Event("order.paid", {"n": i}) for i in range(1, 6)]
+    # one batch: the same names, but one id is already stored (lookup path) ...
+    await asyncio.gather(
+        store.append(first, ["a", "b"]), *(store.append(e, ["a", "b"]) for e in events)
+    )
+    assert pending(store, "a") == [first.event_id] + [e.event_id for e in events]
+    assert pending(store, "b") == [first.event_id] + [e.event_id for e in events]
+    # ... and one batch where the ops name different subscriptions (or none)
+    more = [Event("order.paid", {"n": i}) for i in range(10, 14)]
+    await asyncio.gather(
+        store.append(more[0], ["a"]),
+        store.append(more[1], []),
+        store.append(more[2], ["b", "c"]),
+        store.append_many(more[3:], ["c"]),
+    )
+    assert pending(store, "a")[-1] == more[0].event_id
+    assert pending(store, "b")[-1] == more[2].event_id
+    assert pending(store, "c") == [more[2].event_id, more[3].event_id]
+    assert store.count_events() == 10
+
+
+async def test_a_run_of_new_events_gets_its_deliveries_from_the_seq_range(
+    store: SQLiteStore,
+) -> None:
+    await store.append(Event("order.paid", {"n": -1}))  # seq 1 has no delivery
+    events = [Event("order.paid", {"n": i}) for i in range(300)]
+    await asyncio.gather(*(store.append(e, ["a", "b"]) for e in events))
+    await store.append_many(events[:3], ["a", "b"])  # duplicates only: nothing new
+    for name in ("a", "b"):
+        assert pending(store, name) == [e.event_id for e in events]
+    assert store.pending_count() == 600
+
+
+def test_acks_and_attempts_look_deliveries_up_by_their_whole_key(store: SQLiteStore) -> None:
+    """Not by name alone: that would scan every pending row of the name per ack."""
+    from aperion_event_bus.storage import _ops
+
+    conn = sqlite3.connect(store.path)
+    try:
+        for statement in (_ops._DELETE_DELIVERIES, _ops._BUMP_ATTEMPTS):
+            plan = " | ".join(
+                row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, ("a", "[]"))
+            )
+            assert "PRIMARY KEY (name=? AND seq=?)" in plan, plan
+    finally:
+        conn.close()
