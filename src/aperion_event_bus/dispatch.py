@@ -146,23 +146,75 @@ class _Suspended:
         self.start = start
 
 
-_BURST_DONE = object()
-_NO_LOOP = object()  # quick_loop when the hot path does not apply (never a running loop)  # _run_quick ran _BURST deliveries: give the loop a turn
+_BURST_DONE = object()  # _run_quick ran _BURST deliveries: give the loop a turn
+_NO_LOOP = object()  # quick_loop when the hot path does not apply (never a running loop)
+
+
+_Entry = _Chain | Event | Context  # what a lane's mailbox holds (see _Lane)
 
 
 class _Lane:
-    """A subscription's mailbox and the worker task(s) that drain it."""
+    """A subscription's mailbox and the worker task(s) that drain it.
 
-    __slots__ = ("closing", "dead", "mailbox", "running", "sub", "waiter", "workers")
+    The mailbox holds ``_Chain`` records and, for plain fire-and-forget events of
+    an unbounded bus published on the loop, the bare ``Event`` (no record per
+    event: a burst keeps one object less per queued event alive). A bare event
+    runs in the context of the entry before it; when the publisher's context
+    changes, the new ``Context`` goes into the mailbox first as a marker.
+    ``tail_ctx`` is the context of the newest entry, ``head_ctx`` that of the
+    entry taken last; ``markers`` counts the Context entries (not events)."""
 
-    def __init__(self, sub: Subscription, mailbox: deque[_Chain] | None = None) -> None:
+    __slots__ = (
+        "closing",
+        "dead",
+        "head_ctx",
+        "mailbox",
+        "markers",
+        "running",
+        "sub",
+        "tail_ctx",
+        "waiter",
+        "workers",
+    )
+
+    def __init__(self, sub: Subscription, old: _Lane | None = None) -> None:
         self.sub = sub
         self.dead = False  # every worker ended unexpectedly (cancelled from outside)
-        self.mailbox: deque[_Chain] = mailbox if mailbox is not None else deque()
         self.running = 0
         self.waiter: asyncio.Future[None] | None = None
         self.workers: list[asyncio.Task[None]] = []
         self.closing = False
+        self.mailbox: deque[_Entry] = deque()
+        self.head_ctx: Context | None = None
+        self.tail_ctx: Context | None = None
+        self.markers = 0
+        if old is not None:  # take over what a dead lane left queued
+            self.mailbox = old.mailbox
+            self.running = old.running
+            self.head_ctx, self.tail_ctx, self.markers = old.head_ctx, old.tail_ctx, old.markers
+
+    def append(self, chain: _Chain) -> None:
+        """Queue a chain record (its own context becomes the tail context)."""
+        self.mailbox.append(chain)
+        self.tail_ctx = chain.ctx
+
+    def normalise_head(self) -> _Chain | None:
+        """Drop leading context markers and turn a bare event at the head into a
+        chain record in place; returns the head chain (None when empty)."""
+        mailbox = self.mailbox
+        while mailbox:
+            head = mailbox[0]
+            if type(head) is _Chain:
+                return head
+            if type(head) is Event:
+                assert self.head_ctx is not None
+                chain = _Chain(head, (self.sub,), self.head_ctx, None, None)
+                mailbox[0] = chain
+                return chain
+            mailbox.popleft()
+            self.head_ctx = head  # type: ignore[assignment]
+            self.markers -= 1
+        return None
 
     def wake(self) -> None:
         fut = self.waiter
@@ -502,6 +554,19 @@ class Dispatcher:
         """Admit and dispatch a fire-and-forget event on the loop thread (unbounded
         bus only: admission is a counter step, no lock)."""
         next(self._acc)
+        if len(subs) == 1:
+            sub = subs[0]
+            lane = sub._lane
+            if lane is not None and sub._active and not (lane.closing or lane.dead):
+                mailbox = lane.mailbox
+                if lane.tail_ctx is not ctx:
+                    mailbox.append(ctx)
+                    lane.tail_ctx = ctx
+                    lane.markers += 1
+                mailbox.append(event)  # bare: see _Lane
+                if lane.waiter is not None:
+                    lane.wake()
+                return
         self._dispatch(_Chain(event, subs, ctx, None, None))
 
     def _dispatch(self, chain: _Chain) -> None:
@@ -516,7 +581,7 @@ class Dispatcher:
             lane = sub._lane
             if lane is None or lane.closing or lane.dead:
                 lane = self._open_lane(sub)
-            lane.mailbox.append(chain)
+            lane.append(chain)
             if lane.waiter is not None:
                 lane.wake()
             return
@@ -530,7 +595,7 @@ class Dispatcher:
             lane = sub._lane
             if lane is None or lane.closing or lane.dead:
                 lane = self._open_lane(sub)
-            lane.mailbox.append(chain)
+            lane.append(chain)
         if self.parallel:
             for sub in subs:
                 sub._lane.wake()
@@ -539,9 +604,7 @@ class Dispatcher:
 
     def _open_lane(self, sub: Subscription) -> _Lane:
         old = sub._lane
-        inherited = old.mailbox if old is not None and old.dead and not old.closing else None
-        lane = _Lane(sub, inherited)
-        lane.running = old.running if inherited is not None and old is not None else 0
+        lane = _Lane(sub, old if old is not None and old.dead and not old.closing else None)
         sub._lane = lane
         loop = self.loop
         assert loop is not None
@@ -592,8 +655,10 @@ class Dispatcher:
         """Pop the head chain if this lane may start it now (counted as running)."""
         mailbox = lane.mailbox
         sub = lane.sub
-        while mailbox:
-            chain = mailbox[0]
+        while True:
+            chain = lane.normalise_head()
+            if chain is None:
+                return None
             if chain.state == DROPPED:
                 mailbox.popleft()
                 continue
@@ -606,8 +671,8 @@ class Dispatcher:
                 continue
             lane.running += 1  # before popping: lanes_idle() in another thread sees it
             mailbox.popleft()
+            lane.head_ctx = chain.ctx
             return chain
-        return None
 
     def _start(self, chain: _Chain) -> bool:
         """Mark a chain started; False if DROP_OLDEST dropped it meanwhile."""
@@ -621,6 +686,8 @@ class Dispatcher:
             return True
 
     async def _wait(self, lane: _Lane) -> None:
+        if not lane.mailbox:  # idle: keep no publisher context alive
+            lane.head_ctx = lane.tail_ctx = None
         fut = lane.waiter
         if fut is None:
             assert self.loop is not None
@@ -711,40 +778,58 @@ class Dispatcher:
             for _ in range(_BURST):
                 if not mailbox:
                     return None
-                chain = mailbox[0]
-                if (
-                    chain.state != QUEUED
-                    or chain.results is not None
-                    or len(chain.subs) != 1
-                    or lane.running >= sub.concurrency  # e.g. reserved by a direct publish
-                    or lane.closing
-                    or not sub._active
-                    or (drop_oldest and not self._start(chain))
-                ):
-                    return None
-                chain.state = STARTED
+                entry = mailbox[0]
+                chain: _Chain | None
+                if type(entry) is Event:  # bare fire-and-forget event (see _Lane)
+                    if lane.running >= sub.concurrency or lane.closing or not sub._active:
+                        return None
+                    event, chain, base = entry, None, lane.head_ctx
+                elif type(entry) is _Chain:
+                    chain = entry
+                    if (
+                        chain.state != QUEUED
+                        or chain.results is not None
+                        or len(chain.subs) != 1
+                        or lane.running >= sub.concurrency  # e.g. reserved by a direct publish
+                        or lane.closing
+                        or not sub._active
+                        or (drop_oldest and not self._start(chain))
+                    ):
+                        return None
+                    chain.state = STARTED
+                    event = chain.event
+                    base = lane.head_ctx = chain.ctx
+                else:  # the context of the bare events that follow
+                    mailbox.popleft()
+                    lane.head_ctx = entry  # type: ignore[assignment]
+                    lane.markers -= 1
+                    continue
+                assert base is not None
                 lane.running += 1  # before popping: lanes_idle() in another thread sees it
                 mailbox.popleft()
-                event = chain.event
-                ctx = chain.ctx.copy()  # chain contexts may be shared between events
+                ctx = base.copy()  # contexts are shared between events: run in a copy
                 start = _perf()
                 try:
                     coro = ctx.run(_enter_async, handler, event, event)
                     yielded = ctx.run(coro.send, None)
                 except StopIteration:
                     if observer is not None:
-                        self._settle(sub, chain, (None, None, False, _perf() - start, 1))
+                        self.settle(sub, event, None, (None, None, False, _perf() - start, 1))
                 except Exception as exc:
-                    self._settle(sub, chain, (None, exc, False, _perf() - start, 1))
+                    self.settle(sub, event, None, (None, exc, False, _perf() - start, 1))
                 except BaseException as exc:
                     lane.running -= 1
+                    chain = chain or _started_chain(event, sub, base)
                     self._advance(chain)
                     self._contain(sub, chain, exc)
                     continue
                 else:
+                    chain = chain or _started_chain(event, sub, base)
                     return _Suspended(chain, ctx, coro, yielded, start)
                 lane.running -= 1
-                if plain_release and chain.notify is None:
+                if chain is None:
+                    next(fin)  # a bare event exists only on an unbounded bus
+                elif plain_release and chain.notify is None:
                     chain.state = DONE
                     next(fin)
                 else:
@@ -897,10 +982,21 @@ class Dispatcher:
         if self._queued is None and lane.running < lane.sub.concurrency:
             lane.running += 1  # while popping: lanes_idle() in another thread sees work
             while mailbox and len(batch) < limit:
-                chain = mailbox[0]
-                if chain.state != QUEUED or len(chain.subs) != 1:
-                    break
-                chain.state = STARTED
+                entry = mailbox[0]
+                if type(entry) is Event:  # bare fire-and-forget event (see _Lane)
+                    assert lane.head_ctx is not None
+                    chain = _started_chain(entry, lane.sub, lane.head_ctx)
+                elif type(entry) is _Chain:
+                    chain = entry
+                    if chain.state != QUEUED or len(chain.subs) != 1:
+                        break
+                    chain.state = STARTED
+                    lane.head_ctx = chain.ctx
+                else:  # the context of the bare events that follow
+                    mailbox.popleft()
+                    lane.head_ctx = entry  # type: ignore[assignment]
+                    lane.markers -= 1
+                    continue
                 mailbox.popleft()
                 batch.append(chain)
             lane.running -= 1
@@ -1377,7 +1473,9 @@ class Dispatcher:
 
     def queue_depth(self) -> int:
         """Events accepted but not yet started by any handler."""
-        return sum(len(lane.mailbox) for lane in list(self._lanes)) + len(self._ingress)
+        return sum(len(lane.mailbox) - lane.markers for lane in list(self._lanes)) + len(
+            self._ingress
+        )
 
     async def stop_lanes(self) -> None:
         """Cancel every lane worker (after draining); used by close."""
@@ -1394,17 +1492,23 @@ class Dispatcher:
         Publishers awaiting queued events get a not-accepted result, publishers
         blocked under BLOCK get ``BusClosedError``. Returns the number of events
         that were never handled."""
-        lost: list[_Chain] = []
+        lost: list[_Entry] = []
         for lane in list(self._lanes):
             lost.extend(lane.mailbox)
             lane.mailbox.clear()
+            lane.markers = 0
         lost.extend(self._ingress)
         self._ingress.clear()
         self._lanes.clear()
         seen: set[int] = set()
         count = 0
         for chain in lost:
-            if id(chain) in seen or chain.state in (DONE, DROPPED, ABANDONED):
+            if type(chain) is Event:  # bare fire-and-forget event: nobody waits for it
+                count += 1
+                continue
+            if type(chain) is not _Chain or id(chain) in seen:
+                continue  # a context marker, or a chain seen in another lane
+            if chain.state in (DONE, DROPPED, ABANDONED):
                 continue
             seen.add(id(chain))
             count += 1
@@ -1419,6 +1523,13 @@ class Dispatcher:
         for waiter in waiters:
             waiter.grant(self.loop)
         return count
+
+
+def _started_chain(event: Event, sub: Subscription, ctx: Context) -> _Chain:
+    """The chain record of a bare mailbox event, made when a path needs one."""
+    chain = _Chain(event, (sub,), ctx, None, None)
+    chain.state = STARTED
+    return chain
 
 
 def _being_cancelled() -> bool:

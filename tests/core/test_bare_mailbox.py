@@ -1,0 +1,126 @@
+"""Lane mailboxes holding bare fire-and-forget events, context markers and chains.
+
+``publish_nowait`` on an unbounded bus queues the bare Event (no chain record);
+these tests mix that with waited publishes, context changes, sync lanes,
+unsubscribe and close, and check order, contexts, counts and stats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+from aperion_event_bus import Event, EventBus
+
+tag: contextvars.ContextVar[str] = contextvars.ContextVar("tag", default="-")
+
+
+async def test_mixed_bare_events_and_waited_publishes_keep_order_and_contexts() -> None:
+    seen: list[tuple[int, str]] = []
+    gate = asyncio.Event()
+    async with EventBus(handler_timeout=5) as bus:
+
+        @bus.on("mix.x")
+        async def handler(e: Event) -> str:
+            if e.payload["n"] == 0:
+                await gate.wait()  # keeps the lane busy: everything after it queues
+            seen.append((e.payload["n"], tag.get()))
+            tag.set("handler-was-here")  # must not leak into the next event
+            return f"r{e.payload['n']}"
+
+        tag.set("a")
+        bus.publish_nowait("mix.x", {"n": 0})
+        await asyncio.sleep(0.01)  # n=0 is running and holds the lane
+        bus.publish_nowait("mix.x", {"n": 1})
+        bus.publish_nowait("mix.x", {"n": 2})
+        tag.set("b")
+        waited = asyncio.create_task(bus.publish("mix.x", {"n": 3}))  # a chain with results
+        await asyncio.sleep(0)
+        bus.publish_nowait("mix.x", {"n": 4})  # same context as the chain before it
+        tag.set("c")
+        bus.publish_nowait("mix.x", {"n": 5})
+        assert bus.get_stats()["queue_depth"] == 5  # context markers are not events
+        gate.set()
+        result = await asyncio.wait_for(waited, 5)
+        assert result.values == ["r3"]
+        assert await bus.drain(5)
+    assert seen == [(0, "a"), (1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c")]
+
+
+async def test_sync_lane_runs_bare_events_in_their_publishers_context() -> None:
+    seen: list[tuple[int, str]] = []
+    async with EventBus() as bus:
+
+        def handler(e: Event) -> None:  # sync: runs in the pool, in batches
+            seen.append((e.payload["n"], tag.get()))
+
+        bus.on("sync.x", handler)
+        for n in range(300):
+            tag.set(f"t{n // 100}")
+            bus.publish_nowait("sync.x", {"n": n})
+        assert await bus.drain(5)
+    assert seen == [(n, f"t{n // 100}") for n in range(300)]
+
+
+async def test_failures_and_suspensions_on_bare_events_are_reported() -> None:
+    class Custom(BaseException):
+        pass
+
+    async with EventBus(handler_timeout=5) as bus:
+        errors: list[str] = []
+
+        @bus.on("system.handler_error")
+        async def on_error(e: Event) -> None:
+            errors.append(str(e.payload.get("error_type")))
+
+        @bus.on("bare.fail")
+        async def handler(e: Event) -> None:
+            n = e.payload["n"]
+            if n == 1:
+                await asyncio.sleep(0)
+                raise ValueError("after suspending")
+            if n == 2:
+                raise Custom("a BaseException of the handler's own")
+
+        for n in range(4):
+            bus.publish_nowait("bare.fail", {"n": n})
+        assert await bus.drain(5)
+        assert bus.get_stats()["handler_failures"] == 2
+    assert sorted(errors) == ["Custom", "ValueError"]
+
+
+async def test_unsubscribe_skips_queued_bare_events_and_drain_completes() -> None:
+    calls: list[int] = []
+    gate = asyncio.Event()
+    async with EventBus(handler_timeout=5) as bus:
+
+        @bus.on("gone.x")
+        async def handler(e: Event) -> None:
+            if e.payload["n"] == 0:
+                await gate.wait()
+            calls.append(e.payload["n"])
+
+        for n in range(50):
+            bus.publish_nowait("gone.x", {"n": n})
+        await asyncio.sleep(0.01)
+        assert bus.off(handler) == 1
+        gate.set()
+        assert await bus.drain(5)
+        assert bus.get_pending_count() == 0
+    assert calls == [0]
+
+
+async def test_close_abandons_queued_bare_events() -> None:
+    gate = asyncio.Event()
+    bus = EventBus(handler_timeout=5)
+
+    @bus.on("close.x")
+    async def handler(e: Event) -> None:
+        await gate.wait()
+
+    async with bus:
+        for n in range(10):
+            bus.publish_nowait("close.x", {"n": n})
+        await asyncio.sleep(0.01)
+        assert not await bus.close(0.05)  # the first handler never finishes
+    assert bus.get_stats()["queue_depth"] == 0
