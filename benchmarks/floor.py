@@ -10,7 +10,7 @@ bus on this machine and interpreter (see docs/benchmarks.md, issue #2):
 - ``+ envelope``: the same, plus what an envelope needs: a unique time-ordered id,
   a timestamp and a read-only copy of the payload (a dict subclass), in a slots
   object;
-- ``blinker-style``: a synchronous call of a sync receiver (no queue, no context,
+- ``plain function call``: a synchronous call of one receiver (no queue, no context,
   no envelope), for reference.
 
 Run: ``python benchmarks/floor.py`` (median of 5 runs of 200,000 events).
@@ -91,7 +91,7 @@ def main() -> None:
     rows = [
         ("queue+step (no envelope)", lambda: queue_and_step(False)),
         ("queue+step + envelope (id, timestamp, read-only payload)", lambda: queue_and_step(True)),
-        ("blinker-style direct call", direct_call),
+        ("plain function call per event (no library)", direct_call),
     ]
     print(f"n={N}, median of 5")
     for label, fn in rows:
