@@ -700,8 +700,7 @@ class EventBus:
             return True
         chain = _Chain(ev, subs, self._snapshot(), None, None)
         if not d._bounded:
-            d.admit_unbounded()
-            d.enqueue(chain)
+            d.submit_unbounded(chain)
             return True
         admitted = d.try_admit(chain)
         if admitted is None and _current_event_get() is not None:

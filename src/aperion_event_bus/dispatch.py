@@ -382,10 +382,10 @@ class Dispatcher:
             waiter.grant(None)
         return lost
 
-    def admit_unbounded(self) -> bool:
-        """``try_admit`` for a bus without ``max_pending_events``: always admitted."""
+    def submit_unbounded(self, chain: _Chain) -> None:
+        """Admit (a counter step: no ``max_pending_events``) and enqueue ``chain``."""
         next(self._acc)
-        return True
+        self.enqueue(chain)
 
     def try_admit(self, chain: _Chain) -> bool | None:
         """Count ``chain`` as pending. True: admitted. False: dropped (DROP).
