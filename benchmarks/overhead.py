@@ -4,8 +4,16 @@ Same workload each time: ``await bus.publish`` one event at a time to one async
 handler (the payload carries an email and a password so redaction has work).
 Scenarios: plain bus; audit log on (redaction on the audit path, off-loop writer);
 audit log with a no-op redactor; metrics (InMemoryMetrics); tracing with a no-op
-tracer provider; tracing with the SDK and a batch span processor (in-memory
-exporter). Median of 5 runs; run with ``python benchmarks/overhead.py``.
+tracer provider; tracing with the SDK and a batch span processor (default
+settings, in-memory exporter that keeps the last batch only). Median of 5 runs;
+run with ``python benchmarks/overhead.py``.
+
+Information rows (no target): the SDK with an exporter that keeps every span
+(the test set-up: the growing heap makes the garbage collector's work grow), the
+SDK with a ``ParentBased(TraceIdRatioBased(0.1))`` sampler (a user's choice), and
+the SDK floor: a bare loop creating and ending the same two spans (same names,
+kinds, attributes and parent link) without the bus, reported in µs per event and
+as the lowest ratio a traced bus could reach, (plain + floor) / plain.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aperion_event_bus import Event, EventBus
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 PAYLOAD = {"user_id": 42, "email": "ada.lovelace@example.com", "password": "hunter2", "plan": "pro"}
 
@@ -32,6 +43,91 @@ class NoRedaction:
 
     def redact_string(self, text: str) -> str:
         return text
+
+
+class SdkTracing:
+    """Bus factory: tracing through an OpenTelemetry SDK provider with a batch span
+    processor (default queue, batch size and schedule).
+
+    ``keep_all`` uses the plain ``InMemorySpanExporter`` (retains every span, as in
+    tests); otherwise the exporter keeps only the last exported batch, which is
+    what a network exporter holds at most.  The provider of the previous bus is
+    shut down when the next one is made (and by :meth:`close`), as an application
+    does at exit, so runs do not accumulate worker threads and retained spans.
+    """
+
+    def __init__(self, *, keep_all: bool = False, sampler: Any = None) -> None:
+        self.keep_all = keep_all
+        self.sampler = sampler
+        self.provider: TracerProvider | None = None
+
+    def tracer_provider(self) -> TracerProvider:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        class LastBatchExporter(InMemorySpanExporter):
+            def export(self, spans: Any) -> Any:
+                self.clear()
+                return super().export(spans)
+
+        self.close()
+        self.provider = TracerProvider(sampler=self.sampler)
+        exporter = InMemorySpanExporter() if self.keep_all else LastBatchExporter()
+        self.provider.add_span_processor(BatchSpanProcessor(exporter))
+        return self.provider
+
+    def __call__(self) -> EventBus:
+        from aperion_event_bus import EventTracer
+
+        return EventBus(tracing=EventTracer(self.tracer_provider()))
+
+    def close(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+            self.provider = None
+
+
+def sdk_floor(n: int) -> float:
+    """Events/s of a bare loop making the bus's two spans per event (no bus)."""
+    from opentelemetry.context import Context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, set_span_in_context
+
+    factory = SdkTracing()
+    tracer = factory.tracer_provider().get_tracer("floor")
+    common = {
+        "messaging.system": "aperion_event_bus",
+        "messaging.destination.name": "user.updated",
+        "messaging.message.id": "0192f5c4-1b7e-7c3a-9d2e-5f6a7b8c9d0e",
+    }
+    send = {**common, "messaging.operation.type": "send", "messaging.operation.name": "publish"}
+    process = {
+        **common,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.subscription.name": "handler",
+    }
+    empty = Context()
+    producer, consumer = SpanKind.PRODUCER, SpanKind.CONSUMER
+
+    def one() -> None:
+        span = tracer.start_span("publish user.updated", empty, producer, send)
+        sc = span.get_span_context()
+        span.set_attribute("messaging.message.conversation_id", f"{sc.trace_id:032x}")
+        span.end()
+        remote = SpanContext(sc.trace_id, sc.span_id, True, sc.trace_flags, sc.trace_state)
+        parent = set_span_in_context(NonRecordingSpan(remote), empty)
+        attrs = {**process, "messaging.message.conversation_id": f"{sc.trace_id:032x}"}
+        tracer.start_span("process user.updated", parent, consumer, attrs).end()
+
+    for _ in range(200):
+        one()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        one()
+    elapsed = time.perf_counter() - t0
+    factory.close()
+    return n / elapsed
 
 
 def run(n: int, make_bus: Callable[[], EventBus]) -> float:
@@ -77,16 +173,14 @@ def main() -> None:
 
         return EventBus(tracing=EventTracer(NoOpTracerProvider()))
 
-    def sdk_tracing() -> EventBus:
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    def ratio_sampler() -> Any:
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-        from aperion_event_bus import EventTracer
+        return ParentBased(TraceIdRatioBased(0.1))
 
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
-        return EventBus(tracing=EventTracer(provider))
+    sdk_tracing = SdkTracing()
+    sdk_keep_all = SdkTracing(keep_all=True)
+    sdk_sampled = SdkTracing(sampler=ratio_sampler())
 
     scenarios: list[tuple[str, Callable[[], EventBus], str]] = [
         ("plain bus", EventBus, "baseline"),
@@ -95,6 +189,8 @@ def main() -> None:
         ("metrics (InMemoryMetrics)", metrics, ""),
         ("tracing, no-op tracer provider", noop_tracing, "< 15% overhead"),
         ("tracing, SDK + batch processor", sdk_tracing, "< 3x"),
+        ("tracing, SDK, exporter keeps all spans", sdk_keep_all, "information"),
+        ("tracing, SDK, 10% ratio sampler", sdk_sampled, "information (user's choice)"),
     ]
     results: dict[str, float] = {}
     for label, make, _ in scenarios:
@@ -103,12 +199,29 @@ def main() -> None:
         except ImportError as exc:
             print(f"  {label}: skipped ({exc})")
             continue
-        print(f"  {label:<34} {results[label]:>10,.0f} events/s", flush=True)
+        finally:
+            if isinstance(make, SdkTracing):
+                make.close()
+        print(f"  {label:<40} {results[label]:>10,.0f} events/s", flush=True)
+    floor: float | None = None
+    try:
+        floor = statistics.median(sdk_floor(n) for _ in range(runs))
+    except ImportError as exc:
+        print(f"  SDK floor: skipped ({exc})")
     base = results["plain bus"]
     print("\n| scenario | events/s | cost vs plain | target |\n|---|---:|---:|---|")
     for label, _, target in scenarios:
         if label in results:
             print(f"| {label} | {results[label]:,.0f} | {base / results[label]:.2f}x | {target} |")
+    if floor is not None:
+        per_event, plain_us = 1e6 / floor, 1e6 / base
+        print(f"\nSDK floor (two spans per event, no bus): {per_event:.1f} µs per event; "
+              f"plain bus {plain_us:.1f} µs; lowest reachable ratio "
+              f"{(plain_us + per_event) / plain_us:.2f}x")
+        if "tracing, SDK + batch processor" in results:
+            traced_us = 1e6 / results["tracing, SDK + batch processor"]
+            print(f"Traced bus: {traced_us:.1f} µs per event, {traced_us - plain_us - per_event:.1f} µs "
+                  "above plain + floor")
     if "audit log, default redaction" in results and "audit log, no redaction" in results:
         ratio = results["audit log, no redaction"] / results["audit log, default redaction"]
         print(f"\nRedaction on the audit path: {ratio:.2f}x the cost of the same audit run "
