@@ -223,7 +223,9 @@ def test_publish_context_is_the_producer_span_started_and_ended(provider, export
     with tracer.publish_span("order.created", "evt_2", "corr-1"):
         pass
     one, two = exporter.get_finished_spans()
-    assert (one.name, one.kind) == (two.name, two.kind) == ("publish order.created", SpanKind.PRODUCER)
+    assert (
+        (one.name, one.kind) == (two.name, two.kind) == ("publish order.created", SpanKind.PRODUCER)
+    )
     assert {**one.attributes, "messaging.message.id": "evt_2"} == dict(two.attributes)
     assert tp == et._format_traceparent(one.context) and ts is None
     assert trace_id == trace_id_from_traceparent(tp) == f"{one.context.trace_id:032x}"

@@ -126,14 +126,16 @@ def _format_traceparent(ctx: SpanContext) -> str:
     return _traceparent(f"{ctx.trace_id:032x}", ctx)
 
 
-def _context_strings(ctx: SpanContext) -> tuple[str, str | None, str]:
+def _context_strings(ctx: SpanContext, empty_state: object) -> tuple[str, str | None, str]:
     """``(traceparent, tracestate, trace id)`` of a valid span context.
 
     Formatted directly: the same strings the W3C propagator would inject, without
-    a carrier dict and the propagation API around it."""
+    a carrier dict and the propagation API around it.  ``empty_state`` is the
+    API's shared empty TraceState (most spans carry it): no header to format."""
     trace_hex = f"{ctx.trace_id:032x}"
     state = ctx.trace_state
-    return _traceparent(trace_hex, ctx), (state.to_header() or None) if state else None, trace_hex
+    tracestate = None if state is empty_state else state.to_header() or None
+    return _traceparent(trace_hex, ctx), tracestate, trace_hex
 
 
 def _attribute_value(value: Any) -> Any:
@@ -303,6 +305,7 @@ class EventTracer:
         self._non_recording_span = trace.NonRecordingSpan
         self._span_context_cls = trace.SpanContext
         self._invalid_span = trace.INVALID_SPAN
+        self._empty_state = trace.DEFAULT_TRACE_STATE
         # the contextvar behind OpenTelemetry's current Context and the span's key
         # in it: read and set directly when available (see _activate)
         self._context_var, self._span_key = self._fast_context(context_api)
@@ -391,6 +394,15 @@ class EventTracer:
                 pass
         self._detach(token)
 
+    def _only(self, span: Span) -> Context:
+        """A Context holding just ``span`` (a parent for ``start_span``)."""
+        ctx: Context
+        if self._context_var is not None:
+            ctx = self._context_cls({self._span_key: span})
+        else:  # pragma: no cover - another runtime context is configured
+            ctx = self._set_span_in_context(span, self._empty_context)
+        return ctx
+
     # -- parent contexts --------------------------------------------------
 
     def _context_from(self, traceparent: str, tracestate: str | None) -> Context | None:
@@ -405,7 +417,7 @@ class EventTracer:
             remote = self._span_context_cls(
                 sc.trace_id, sc.span_id, True, sc.trace_flags, sc.trace_state
             )
-            ctx = self._set_span_in_context(self._non_recording_span(remote), self._empty_context)
+            ctx = self._only(self._non_recording_span(remote))
         else:
             carrier = {"traceparent": traceparent}
             if tracestate:
@@ -494,7 +506,7 @@ class EventTracer:
             return cached[1]
         if not sc.is_valid:
             return _NO_TRACE
-        strings = _context_strings(sc)
+        strings = _context_strings(sc, self._empty_state)
         self._noop_publish = (sc, strings)
         return strings
 
@@ -530,7 +542,7 @@ class EventTracer:
         span_ctx = span.get_span_context()
         if not span_ctx.is_valid:  # no-op tracer and no valid parent anywhere
             return span, _NO_TRACE
-        strings = _context_strings(span_ctx)
+        strings = _context_strings(span_ctx, self._empty_state)
         if correlation_id is None and span.is_recording():
             # the trace id is only known now (a root span's is made by start_span)
             span.set_attribute(ATTR_CONVERSATION_ID, strings[2])
@@ -587,7 +599,10 @@ class EventTracer:
         cached = self._noop_consume
         if cached is not None and cached[0] is sc:
             return cached[1] == traceparent and cached[2] == tracestate
-        if sc.is_valid and _context_strings(sc)[:2] == (traceparent, tracestate or None):
+        if not sc.is_valid:
+            return False
+        current_traceparent, current_tracestate, _ = _context_strings(sc, self._empty_state)
+        if current_traceparent == traceparent and current_tracestate == (tracestate or None):
             self._noop_consume = (sc, traceparent, tracestate)
             return True
         return False
