@@ -126,6 +126,18 @@ def test_consume_span_is_current_and_detached_after(provider, make_event):
     assert tracer.trace_id_for_correlation() is None
 
 
+def test_consume_span_left_in_another_context_is_ended_and_logged(
+    provider, exporter, make_event, caplog
+):
+    """Restoring the context fails like OpenTelemetry's detach (logged, not raised)."""
+    tracer = EventTracer(provider)
+    scope = tracer.consume_span(make_event("a.b"), "h")
+    contextvars.copy_context().run(scope.__enter__)
+    scope.__exit__(None, None, None)
+    assert "Failed to detach context" in caplog.text
+    assert [s.name for s in exporter.get_finished_spans()] == ["process a.b"]
+
+
 def test_incoming_traceparent_header_becomes_parent(provider, exporter, make_event):
     tracer = EventTracer(provider)
     headers = {"Traceparent": INCOMING, "tracestate": "vendor=abc"}
