@@ -10,7 +10,8 @@ settings, in-memory exporter that keeps the last batch only).
 Five rounds; in each, every scenario runs right after a plain-bus run and its
 cost is the ratio to that run.  The table shows the median cost (robust to the
 drifting load of a shared machine) and the median events/s.  Run with
-``python benchmarks/overhead.py`` (``--quick``: one short round).
+``python benchmarks/overhead.py`` (``--quick``: one short round;
+``--instructions``: CPU instructions per event under callgrind, repeatable).
 
 Information rows (no target): the SDK with an exporter that keeps every span
 (the test set-up: the growing heap makes the garbage collector's work grow), the
@@ -155,12 +156,11 @@ def run(n: int, make_bus: Callable[[], EventBus]) -> float:
     return asyncio.run(main())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    n = 5_000 if args.quick else 30_000
-    runs = 1 if args.quick else 5
+Scenario = tuple[str, Callable[[], float], str]  # label, one measured run (events/s), target
+
+
+def build_scenarios(n: int) -> list[Scenario]:
+    """The table's rows, each a function making one measured run of ``n`` events."""
     tmp = Path(tempfile.mkdtemp(prefix="aperion-bench-"))
 
     def audit(redactor: Any = None) -> Callable[[], EventBus]:
@@ -194,7 +194,7 @@ def main() -> None:
 
         return once
 
-    scenarios: list[tuple[str, Callable[[], float], str]] = [
+    return [
         ("plain bus", measure(EventBus), "baseline (two plain runs: the noise)"),
         ("audit log, default redaction", measure(audit()), "< 2x the no-redaction audit run"),
         ("audit log, no redaction", measure(audit(NoRedaction())), "reference"),
@@ -206,6 +206,56 @@ def main() -> None:
          "information (user's choice)"),
         (FLOOR, lambda: sdk_floor(n), "information: the two spans alone"),
     ]
+
+
+def instructions(labels: list[str]) -> None:
+    """CPU instructions per event under callgrind: repeatable where wall-clock is not.
+
+    Each scenario runs in its own process under ``valgrind --tool=callgrind`` with
+    1,000 and with 3,000 events; the difference / 2,000 leaves out start-up and
+    warm-up.  (The batch processor's thread is included; valgrind runs threads
+    one at a time, so cache and lock effects are not.)"""
+    import re
+    import subprocess
+    import sys
+
+    def collected(label: str, events: int) -> int:
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__, "--run-one", label, "--events", str(events)],
+            capture_output=True, text=True, check=True,
+        )
+        match = re.search(r"Collected : (\d+)", proc.stderr)
+        if match is None:
+            raise RuntimeError(f"no callgrind total for {label!r}:\n{proc.stderr[-2000:]}")
+        return int(match.group(1))
+
+    per_event: dict[str, int] = {}
+    print("| scenario | instructions per event | vs plain |\n|---|---:|---:|")
+    for label in labels:
+        per_event[label] = (collected(label, 3000) - collected(label, 1000)) // 2000
+        base = per_event.get("plain bus", per_event[label])
+        print(f"| {label} | {per_event[label]:,} | {per_event[label] / base:.2f}x |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short round")
+    parser.add_argument("--instructions", action="store_true",
+                        help="instructions per event under callgrind (plain, tracing rows, floor)")
+    parser.add_argument("--run-one", metavar="LABEL", help="one run of one scenario, no output")
+    parser.add_argument("--events", type=int, default=None, help="events per run")
+    args = parser.parse_args()
+    if args.instructions:
+        instructions(["plain bus", "tracing, no-op tracer provider", "tracing, SDK + batch processor",
+                      "tracing, SDK, 10% ratio sampler", FLOOR])
+        return
+    n = args.events or (5_000 if args.quick else 30_000)
+    runs = 1 if args.quick else 5
+    scenarios = build_scenarios(n)
+    if args.run_one is not None:
+        dict((label, once) for label, once, _ in scenarios)[args.run_one]()
+        return
     # Rounds, and within a round a plain run right before each scenario: the load
     # of a shared machine drifts, so a cost is the median of the paired ratios.
     rates: dict[str, list[float]] = {label: [] for label, _, _ in scenarios}
