@@ -385,7 +385,7 @@ class EventTracer:
         var = self._context_var
         if var is not None:
             return var.set(self._context_cls({**var.get(), self._span_key: span}))
-        return self._attach(self._set_span_in_context(span))  # pragma: no cover
+        return self._attach(self._set_span_in_context(span))  # pragma: no cover - other runtime contexts
 
     def _deactivate(self, token: Any) -> None:
         """Restore the context :meth:`_activate` replaced."""
@@ -410,6 +410,8 @@ class EventTracer:
     # -- parent contexts --------------------------------------------------
 
     def _context_from(self, traceparent: str, tracestate: str | None) -> Context | None:
+        """Parent Context for the consumer of an event carrying these W3C strings
+        (a remote span context, as parsing the strings gives), or None if invalid."""
         last = self._last_parent
         if last is not None and last[0] == traceparent and last[1] == tracestate:
             return last[2]
@@ -433,6 +435,7 @@ class EventTracer:
         return ctx
 
     def _remember(self, traceparent: str, tracestate: str | None, sc: SpanContext) -> None:
+        """Keep a producer span's context for local consumers (see _MAX_PRODUCED)."""
         produced = self._produced
         if len(produced) >= _MAX_PRODUCED:  # O(1) bound; lost entries are parsed instead
             self._produced_old = produced
