@@ -292,7 +292,8 @@ def main() -> None:
         if "tracing, SDK + batch processor" in cost:
             traced = cost["tracing, SDK + batch processor"]
             print(f"Traced bus: {traced:.2f}x = plain 1.00x + floor {cost[FLOOR]:.2f}x + "
-                  f"{traced - 1 - cost[FLOOR]:.2f}x for the bus's tracing code")
+                  f"{traced - 1 - cost[FLOOR]:.2f}x for the rest (the bus's tracing code, and cache "
+                  "effects of running bus and SDK together; see --instructions)")
     if "audit log, default redaction" in cost and "audit log, no redaction" in cost:
         ratio = cost["audit log, default redaction"] / cost["audit log, no redaction"]
         print(f"\nRedaction on the audit path: {ratio:.2f}x the cost of the same audit run "
