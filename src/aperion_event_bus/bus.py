@@ -25,7 +25,7 @@ from ._frozen import freeze_payload
 from ._ids import event_id_at, new_event_id
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
-from .context import _correlation_id, _current_event, trace_id_from_traceparent
+from .context import _correlation_id, _current_event
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
@@ -147,7 +147,7 @@ class EventBus:
         if self.metrics is not None:
             self._dispatcher.observer = MetricsObserver(self.metrics)
         if self.tracer is not None:
-            self._dispatcher.span = self.tracer.consume_span
+            self._dispatcher.span = self.tracer.handler_span
         self._dispatcher.need_loop = self._ensure_loop
         self._dispatcher.on_cancelled = self._on_publisher_cancelled
         self.parallel_handlers = parallel_handlers
@@ -450,26 +450,25 @@ class EventBus:
         correlation_id: str | None,
         causation_id: str | None,
     ) -> Event:
-        """Envelope inside a PRODUCER span; without a correlation id the trace id is used."""
+        """Envelope with the context of its PRODUCER span; without a correlation id
+        the trace id is used."""
         assert self.tracer is not None
         # the parent is the current OpenTelemetry context: inside a handler, its
         # CONSUMER span; in a request, the request's span
-        with self.tracer.publish_span(
-            event_type, event_id, correlation_id, payload=payload
-        ) as (traceparent, tracestate):
-            if correlation_id is None:
-                correlation_id = trace_id_from_traceparent(traceparent) or event_id
-            return _make_event(
-                event_type,
-                payload,
-                _time(),
-                event_id,
-                source,
-                correlation_id,
-                causation_id,
-                traceparent,
-                tracestate,
-            )
+        traceparent, tracestate, trace_id = self.tracer.publish_context(
+            event_type, event_id, correlation_id, payload
+        )
+        return _make_event(
+            event_type,
+            payload,
+            _time(),
+            event_id,
+            source,
+            correlation_id if correlation_id is not None else trace_id or event_id,
+            causation_id,
+            traceparent,
+            tracestate,
+        )
 
     def _adopt(
         self,

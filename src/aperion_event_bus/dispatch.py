@@ -105,7 +105,8 @@ class HandlerObserver(Protocol):
     def handler_retry(self, sub: Subscription, event: Event, attempt: int) -> None: ...
 
 
-SpanFactory = Callable[[Event, str], AbstractContextManager[Any]]
+# tracing: the span scope of one handler call, None when there is nothing to do
+SpanFactory = Callable[[Event, str], AbstractContextManager[Any] | None]
 Outcome = tuple[Any, BaseException | None, bool, float, int]  # value, error, timed_out, secs, attempts
 _QUIET_OK: Outcome = (None, None, False, 0.0, 1)  # a success whose details nobody reads
 
@@ -288,7 +289,10 @@ def _enter_async(handler: Callable[[Any], Any], arg: Any, event: Event) -> Any:
 def _traced_call(
     span: SpanFactory, name: str, handler: Callable[[Any], Any], arg: Any, event: Event
 ) -> Any:
-    with span(event, name):
+    scope = span(event, name)
+    if scope is None:
+        return _enter(handler, arg, event)
+    with scope:
         return _enter(handler, arg, event)
 
 
@@ -885,9 +889,8 @@ class Dispatcher:
         entered and left in the same context (no wrapper coroutine)."""
         event = chain.event
         ctx = chain.ctx.copy()  # chain contexts may be shared between events
-        span = None
-        if self.span is not None:
-            span = self.span(event, sub.handler_name)
+        span = self.span(event, sub.handler_name) if self.span is not None else None
+        if span is not None:
             ctx.run(span.__enter__)
         start = _perf()
         outcome: Outcome | None = None

@@ -126,6 +126,18 @@ def test_consume_span_is_current_and_detached_after(provider, make_event):
     assert tracer.trace_id_for_correlation() is None
 
 
+def test_consume_span_left_in_another_context_is_ended_and_logged(
+    provider, exporter, make_event, caplog
+):
+    """Restoring the context fails like OpenTelemetry's detach (logged, not raised)."""
+    tracer = EventTracer(provider)
+    scope = tracer.consume_span(make_event("a.b"), "h")
+    contextvars.copy_context().run(scope.__enter__)
+    scope.__exit__(None, None, None)
+    assert "Failed to detach context" in caplog.text
+    assert [s.name for s in exporter.get_finished_spans()] == ["process a.b"]
+
+
 def test_incoming_traceparent_header_becomes_parent(provider, exporter, make_event):
     tracer = EventTracer(provider)
     headers = {"Traceparent": INCOMING, "tracestate": "vendor=abc"}
@@ -212,6 +224,67 @@ def test_missing_correlation_id_uses_trace_id(provider, exporter, make_event):
     (pub,) = exporter.get_finished_spans()
     trace_id = trace_id_from_traceparent(event.traceparent)
     assert pub.attributes["messaging.message.conversation_id"] == trace_id
+
+
+def test_publish_context_is_the_producer_span_started_and_ended(provider, exporter):
+    """The engine's one-call producer span: same span as publish_span, never current."""
+    tracer = EventTracer(provider)
+    before = otel_context.get_current()
+    tp, ts, trace_id = tracer.publish_context("order.created", "evt_1", "corr-1")
+    assert otel_context.get_current() == before
+    with tracer.publish_span("order.created", "evt_2", "corr-1"):
+        pass
+    one, two = exporter.get_finished_spans()
+    assert (
+        (one.name, one.kind) == (two.name, two.kind) == ("publish order.created", SpanKind.PRODUCER)
+    )
+    assert {**one.attributes, "messaging.message.id": "evt_2"} == dict(two.attributes)
+    assert tp == et._format_traceparent(one.context) and ts is None
+    assert trace_id == trace_id_from_traceparent(tp) == f"{one.context.trace_id:032x}"
+    # no correlation id: the trace id is the conversation id (the engine uses it too)
+    _, _, trace_id = tracer.publish_context("order.created", "evt_3", None)
+    last = exporter.get_finished_spans()[-1]
+    assert last.attributes["messaging.message.conversation_id"] == trace_id
+
+
+async def test_engine_spans_follow_semantic_conventions(provider, exporter):
+    from aperion_event_bus import EventBus
+
+    async with EventBus(tracing=EventTracer(provider)) as bus:
+
+        async def on_order(e: Any) -> None:
+            return None
+
+        bus.on("order.created", on_order)
+        result = await bus.publish("order.created", {"n": 1}, source="shop")
+    event = result.event
+    s = _by_name(exporter.get_finished_spans())
+    pub, proc = s["publish order.created"], s["process order.created"]
+    assert (pub.kind, proc.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER)
+    assert proc.parent.span_id == pub.context.span_id and proc.parent.is_remote
+    assert event.traceparent == et._format_traceparent(pub.context)
+    common = {
+        "messaging.system": "aperion_event_bus",
+        "messaging.destination.name": "order.created",
+        "messaging.message.id": event.event_id,
+        "messaging.message.conversation_id": event.correlation_id,
+    }
+    assert dict(pub.attributes) == {
+        **common,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+    }
+    assert dict(proc.attributes) == {
+        **common,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.subscription.name": proc.attributes[
+            "messaging.destination.subscription.name"
+        ],
+        "aperion_event_bus.source": "shop",
+    }
+    assert "on_order" in proc.attributes["messaging.destination.subscription.name"]
+    assert event.correlation_id == trace_id_from_traceparent(event.traceparent)
 
 
 def test_consumer_error_is_recorded_redacted_and_reraised(provider, exporter, make_event, redactor):

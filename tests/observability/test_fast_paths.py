@@ -87,6 +87,21 @@ def test_noop_consume_makes_event_context_current(make_event):
         otel_context.detach(token)
 
 
+def test_noop_handler_span_is_none_only_when_nothing_changes(make_event):
+    """The engine skips the scope when the handler's context is already the event's."""
+    tracer = EventTracer(trace.NoOpTracerProvider())
+    assert tracer.handler_span(make_event("a.b"), "h") is None
+    assert tracer.publish_context("a.b", "evt_1", None) == (None, None, None)
+    event = make_event("a.b", traceparent=INCOMING)
+    scope = tracer.handler_span(event, "h")  # nothing current: the event's context must be
+    assert scope is not None
+    with scope:
+        assert _current_traceparent() == INCOMING
+        assert tracer.handler_span(event, "h") is None
+        tp, ts, trace_id = tracer.publish_context("c.d", "evt_2", None)
+        assert (tp, ts, trace_id) == (INCOMING, None, INCOMING.split("-")[1])
+
+
 def test_noop_exception_propagates(make_event):
     tracer = EventTracer(trace.NoOpTracerProvider())
     with pytest.raises(ValueError), tracer.consume_span(make_event("a.b"), "h"):
@@ -139,7 +154,17 @@ def test_produced_cache_is_bounded(provider, monkeypatch):
     for i in range(50):
         with tracer.publish_span("a.b", f"evt_{i}", "c"):
             pass
-    assert len(tracer._produced) <= 8
+    assert len(tracer._produced) <= 8 and len(tracer._produced_old) <= 8
+
+
+def test_produced_cache_keeps_the_previous_generation(provider, monkeypatch, make_event):
+    monkeypatch.setattr(et, "_MAX_PRODUCED", 8)
+    tracer = EventTracer(provider)
+    produced = [tracer.publish_context("a.b", f"evt_{i}", "c") for i in range(12)]
+    monkeypatch.setattr(tracer, "_propagator", None)  # parsing would fail now
+    for tp, ts, _ in (produced[0], produced[-1]):  # old and young generation
+        with tracer.consume_span(make_event("a.b", traceparent=tp, tracestate=ts), "h") as span:
+            assert span.parent is not None and span.parent.span_id == int(tp.split("-")[2], 16)
 
 
 # -- metrics ------------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from types import TracebackType
@@ -109,18 +109,50 @@ class TracedEvent(Protocol):
     def source(self) -> str | None: ...
 
 
-_MAX_PRODUCED: Final = 1024  # producer span contexts remembered for local consumers
-_MAX_NAMES: Final = 1024  # span names / constant attributes cached per event type
+# producer span contexts per generation (two kept): enough for consumers that run
+# soon after the publish; kept small because every entry holds a few hundred bytes
+# and a large table churns the CPU cache (measured: 1024 cost ~10% of a traced
+# publish).  Older events' parents are parsed from the string (~3 us) instead.
+_MAX_PRODUCED: Final = 256
+_MAX_NAMES: Final = 1024  # span names + constant attributes cached per event type / handler
+
+_NO_TRACE: Final = (None, None, None)
+
+# (span name, attributes that are the same for every event of the type / handler)
+_Shape = tuple[str, dict[str, Any]]
+
+
+def _traceparent(trace_hex: str, ctx: SpanContext) -> str:
+    return f"00-{trace_hex}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
 
 def _format_traceparent(ctx: SpanContext) -> str:
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    return _traceparent(f"{ctx.trace_id:032x}", ctx)
+
+
+def _context_strings(ctx: SpanContext, empty_state: object) -> tuple[str, str | None, str]:
+    """``(traceparent, tracestate, trace id)`` of a valid span context.
+
+    Formatted directly: the same strings the W3C propagator would inject, without
+    a carrier dict and the propagation API around it.  ``empty_state`` is the
+    API's shared empty TraceState (most spans carry it): no header to format."""
+    trace_hex = f"{ctx.trace_id:032x}"
+    state = ctx.trace_state
+    tracestate = None if state is empty_state else state.to_header() or None
+    return _traceparent(trace_hex, ctx), tracestate, trace_hex
 
 
 def _attribute_value(value: Any) -> Any:
     if isinstance(value, str | bool | int | float):
         return value
     return json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+
+
+def _cached(cache: dict[Any, _Shape], key: Any, shape: _Shape) -> _Shape:
+    """Remember ``shape`` under ``key`` while the cache has room (_MAX_NAMES)."""
+    if len(cache) < _MAX_NAMES:
+        cache[key] = shape
+    return shape
 
 
 class _Constant:
@@ -150,7 +182,7 @@ _NO_CONTEXT: Final = _Constant((None, None))
 
 
 class _SpanScope:
-    """Shared ``__exit__`` of the span scopes: record the error, detach, end."""
+    """Shared ``__exit__`` of the span scopes: record the error, restore the context, end."""
 
     __slots__ = ("_owner", "_span", "_token")
 
@@ -170,7 +202,7 @@ class _SpanScope:
             if exc is not None:
                 owner.record_error(span, exc)
         finally:
-            owner._detach(self._token)
+            owner._deactivate(self._token)
             span.end()
 
 
@@ -184,14 +216,25 @@ class _PublishScope(_SpanScope):
         self._args = args
 
     def __enter__(self) -> tuple[str | None, str | None]:
-        span, value = self._owner._start_producer(*self._args)
+        owner = self._owner
+        event_type, event_id, correlation_id, parent_traceparent, parent_tracestate, payload = (
+            self._args
+        )
+        parent = (
+            owner._context_from(parent_traceparent, parent_tracestate)
+            if parent_traceparent
+            else None
+        )
+        span, (traceparent, tracestate, _) = owner._start_producer(
+            event_type, event_id, correlation_id, parent, payload
+        )
         self._span = span
-        self._token = self._owner._activate(span)
-        return value
+        self._token = owner._activate(span)
+        return traceparent, tracestate
 
 
 class _ConsumeScope(_SpanScope):
-    """``with tracer.consume_span(event, handler_name) as span`` (a recording tracer)."""
+    """The CONSUMER span of one handler call: started and made current on enter."""
 
     __slots__ = ("_event", "_handler_name")
 
@@ -224,9 +267,13 @@ class EventTracer:
     provider while no SDK is installed) no span is created at all: publishing
     only reads the current span's W3C context (so a parent still flows into
     the event's ``traceparent``), and a handler call only makes the event's
-    context current when it is not current already.  With a recording tracer,
-    the context of each producer span is remembered (bounded) so local
-    consumers do not re-parse the ``traceparent`` string.
+    context current when it is not current already.  With a recording tracer
+    each span is one ``start_span`` call with a prebuilt attribute dict (names
+    and constant attributes cached per event type and handler); the engine's
+    producer span is started and ended at once (nothing runs inside it, so it
+    is never made current), the handler's span is set directly in the
+    handler's context, and the context of each producer span is remembered
+    (bounded) so local consumers do not re-parse the ``traceparent`` string.
     """
 
     def __init__(
@@ -242,7 +289,7 @@ class EventTracer:
                 "are only put on spans after redaction"
             )
         trace = require("opentelemetry.trace", "EventTracer", "otel")
-        self._context_api = require("opentelemetry.context", "EventTracer", "otel")
+        context_api = require("opentelemetry.context", "EventTracer", "otel")
         propagation = require("opentelemetry.trace.propagation.tracecontext", "EventTracer", "otel")
         self._trace = trace
         if tracer_provider is None:
@@ -254,25 +301,31 @@ class EventTracer:
         self._consumer = trace.SpanKind.CONSUMER
         self._status_error = trace.StatusCode.ERROR
         self._status_cls = trace.Status
-        self._empty_context = self._context_api.Context()
-        self._attach = self._context_api.attach
-        self._detach = self._context_api.detach
+        self._context_cls = context_api.Context
+        self._empty_context = context_api.Context()
+        self._attach = context_api.attach
+        self._detach = context_api.detach
         self._set_span_in_context = trace.set_span_in_context
         self._non_recording_span = trace.NonRecordingSpan
         self._span_context_cls = trace.SpanContext
-        self._invalid_scope = _Constant(trace.INVALID_SPAN)
+        self._invalid_span = trace.INVALID_SPAN
+        self._empty_state = trace.DEFAULT_TRACE_STATE
+        # the contextvar behind OpenTelemetry's current Context and the span's key
+        # in it: read and set directly when available (see _activate)
+        self._context_var, self._span_key = self._fast_context(context_api)
         self.include_payload = include_payload
         self.redactor = redactor
         # one-slot cache: handlers of the same event share the parsed parent
         self._last_parent: tuple[str, str | None, Context] | None = None
-        # traceparent -> (tracestate, span context) of recent producer spans
+        # traceparent -> (tracestate, span context) of recent producer spans,
+        # in two generations: when the young one is full it becomes the old one
         self._produced: dict[str, tuple[str | None, SpanContext]] = {}
-        self._publish_names: dict[str, str] = {}
-        self._process_names: dict[str, str] = {}
+        self._produced_old: dict[str, tuple[str | None, SpanContext]] = {}
+        self._producer_shapes: dict[str, _Shape] = {}
+        self._consumer_shapes: dict[tuple[str, str], _Shape] = {}
         # non-recording fast path: one-slot caches keyed by span context identity
-        self._noop_publish: tuple[SpanContext, _Constant] | None = None
+        self._noop_publish: tuple[SpanContext, tuple[str, str | None, str]] | None = None
         self._noop_consume: tuple[SpanContext, str, str | None] | None = None
-        self._current_span = self._current_span_getter()
         # Recording or not: a NoOpTracer never records; a ProxyTracer (global
         # provider) records once an SDK provider is installed, checked per call
         # until then.  Any other tracer takes the general path.
@@ -284,22 +337,21 @@ class EventTracer:
             self._proxy = self._tracer
             self._check_proxy()
 
-    def _current_span_getter(self) -> Callable[[], Any]:
-        """Fast ``get_current_span()`` (None when no span is set)."""
+    @staticmethod
+    def _fast_context(context_api: Any) -> tuple[ContextVar[Any] | None, str]:
+        """``(contextvar, span key)`` of the contextvars runtime context, else ``(None, "")``.
+
+        OpenTelemetry's default runtime context keeps the current ``Context`` in one
+        contextvar; setting it to a copy with the span added is exactly what
+        ``attach(set_span_in_context(span))`` does, minus four calls."""
         key = getattr(
             require("opentelemetry.trace.propagation", "EventTracer", "otel"), "_SPAN_KEY", None
         )
-        runtime = getattr(self._context_api, "_RUNTIME_CONTEXT", None)
+        runtime = getattr(context_api, "_RUNTIME_CONTEXT", None)
         var = getattr(runtime, "_current_context", None)
         if isinstance(key, str) and isinstance(var, ContextVar):
-            get = var.get
-
-            def current() -> Any:
-                return get().get(key)
-
-            return current
-        get_current_span = self._trace.get_current_span
-        return lambda: get_current_span()  # pragma: no cover - other runtime contexts
+            return var, key
+        return None, ""  # pragma: no cover - another runtime context is configured
 
     def _check_proxy(self) -> None:
         proxy = self._proxy
@@ -318,21 +370,60 @@ class EventTracer:
             self._check_proxy()
         return not self._noop
 
+    # -- the current context ----------------------------------------------
+
+    def _current_span(self) -> Any:
+        """The current span, or None when no span is set (``get_current_span()``
+        returns INVALID_SPAN then)."""
+        var = self._context_var
+        if var is not None:
+            return var.get().get(self._span_key)
+        return self._trace.get_current_span()  # pragma: no cover - other runtime contexts
+
+    def _activate(self, span: Span) -> object:
+        """Make ``span`` current; returns the token for :meth:`_deactivate`."""
+        var = self._context_var
+        if var is not None:
+            return var.set(self._context_cls({**var.get(), self._span_key: span}))
+        return self._attach(self._set_span_in_context(span))  # pragma: no cover - other runtime contexts
+
+    def _deactivate(self, token: Any) -> None:
+        """Restore the context :meth:`_activate` replaced."""
+        var = self._context_var
+        if var is not None:
+            try:
+                var.reset(token)
+                return
+            except (ValueError, RuntimeError):  # left in another context: log as OTel does
+                pass
+        self._detach(token)
+
+    def _only(self, span: Span) -> Context:
+        """A Context holding just ``span`` (a parent for ``start_span``)."""
+        ctx: Context
+        if self._context_var is not None:
+            ctx = self._context_cls({self._span_key: span})
+        else:  # pragma: no cover - another runtime context is configured
+            ctx = self._set_span_in_context(span, self._empty_context)
+        return ctx
+
     # -- parent contexts --------------------------------------------------
 
     def _context_from(self, traceparent: str, tracestate: str | None) -> Context | None:
+        """Parent Context for the consumer of an event carrying these W3C strings
+        (a remote span context, as parsing the strings gives), or None if invalid."""
         last = self._last_parent
         if last is not None and last[0] == traceparent and last[1] == tracestate:
             return last[2]
         ctx: Context
-        produced = self._produced.get(traceparent)
+        produced = self._produced.get(traceparent) or self._produced_old.get(traceparent)
         if produced is not None and produced[0] == tracestate:
             # a producer span of this tracer: same ids/flags/state as parsing would give
             sc = produced[1]
             remote = self._span_context_cls(
                 sc.trace_id, sc.span_id, True, sc.trace_flags, sc.trace_state
             )
-            ctx = self._set_span_in_context(self._non_recording_span(remote), self._empty_context)
+            ctx = self._only(self._non_recording_span(remote))
         else:
             carrier = {"traceparent": traceparent}
             if tracestate:
@@ -344,18 +435,39 @@ class EventTracer:
         return ctx
 
     def _remember(self, traceparent: str, tracestate: str | None, sc: SpanContext) -> None:
+        """Keep a producer span's context for local consumers (see _MAX_PRODUCED)."""
         produced = self._produced
-        if len(produced) >= _MAX_PRODUCED:
-            try:  # drop the oldest; best effort under threads
-                del produced[next(iter(produced))]
-            except (StopIteration, RuntimeError, KeyError):
-                pass
+        if len(produced) >= _MAX_PRODUCED:  # O(1) bound; lost entries are parsed instead
+            self._produced_old = produced
+            self._produced = produced = {}
         produced[traceparent] = (tracestate, sc)
 
-    def _activate(self, span: Span) -> object:
-        return self._attach(self._set_span_in_context(span))
-
     # -- spans ------------------------------------------------------------
+
+    def publish_context(
+        self,
+        event_type: str,
+        event_id: str,
+        correlation_id: str | None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> tuple[str | None, str | None, str | None]:
+        """The engine's PRODUCER span for an event it is building: started and ended
+        in this call; returns ``(traceparent, tracestate, trace_id)`` for the event.
+
+        The parent is the current OpenTelemetry context.  The span is never made
+        current (nothing runs inside it), which saves the context switch of
+        :meth:`publish_span`; ``trace_id`` (32 hex, None without a trace) is the
+        conversation id to use when ``correlation_id`` is None.  With a
+        non-recording tracer no span is created: the strings are the current
+        span's context, if any.
+        """
+        if self._proxy is not None:
+            self._check_proxy()
+        if self._noop:
+            return self._current_strings()
+        span, strings = self._start_producer(event_type, event_id, correlation_id, None, payload)
+        span.end()
+        return strings
 
     def publish_span(
         self,
@@ -383,70 +495,79 @@ class EventTracer:
         if self._proxy is not None:
             self._check_proxy()
         if self._noop and not parent_traceparent:
-            span = self._current_span()
-            if span is None:
-                return _NO_CONTEXT
-            sc = span.get_span_context()
-            if not sc.is_valid:
-                return _NO_CONTEXT
-            cached = self._noop_publish
-            if cached is not None and cached[0] is sc:
-                return cached[1]
-            scope = _Constant((_format_traceparent(sc), sc.trace_state.to_header() or None))
-            self._noop_publish = (sc, scope)
-            return scope
+            traceparent, tracestate, _ = self._current_strings()
+            return _NO_CONTEXT if traceparent is None else _Constant((traceparent, tracestate))
         return _PublishScope(
             self,
             (event_type, event_id, correlation_id, parent_traceparent, parent_tracestate, payload),
         )
+
+    def _current_strings(self) -> tuple[str | None, str | None, str | None]:
+        """Non-recording tracer: the W3C strings of the current span (cached by identity)."""
+        span = self._current_span()
+        if span is None:
+            return _NO_TRACE
+        sc = span.get_span_context()
+        cached = self._noop_publish
+        if cached is not None and cached[0] is sc:
+            return cached[1]
+        if not sc.is_valid:
+            return _NO_TRACE
+        strings = _context_strings(sc, self._empty_state)
+        self._noop_publish = (sc, strings)
+        return strings
 
     def _start_producer(
         self,
         event_type: str,
         event_id: str,
         correlation_id: str | None,
-        parent_traceparent: str | None,
-        parent_tracestate: str | None,
+        parent: Context | None,
         payload: Mapping[str, Any] | None,
-    ) -> tuple[Span, tuple[str | None, str | None]]:
-        parent = (
-            self._context_from(parent_traceparent, parent_tracestate)
-            if parent_traceparent
-            else None
+    ) -> tuple[Span, tuple[str | None, str | None, str | None]]:
+        name, constant = self._producer_shapes.get(event_type) or _cached(
+            self._producer_shapes,
+            event_type,
+            (
+                "publish " + event_type,
+                {
+                    ATTR_SYSTEM: MESSAGING_SYSTEM,
+                    ATTR_DESTINATION: event_type,
+                    ATTR_OPERATION_TYPE: OPERATION_SEND,
+                    ATTR_OPERATION_NAME: "publish",
+                },
+            ),
         )
-        attributes: dict[str, Any] = {
-            ATTR_SYSTEM: MESSAGING_SYSTEM,
-            ATTR_DESTINATION: event_type,
-            ATTR_OPERATION_TYPE: OPERATION_SEND,
-            ATTR_OPERATION_NAME: "publish",
-            ATTR_MESSAGE_ID: event_id,
-        }
+        attributes = {**constant, ATTR_MESSAGE_ID: event_id}
         if correlation_id is not None:
             attributes[ATTR_CONVERSATION_ID] = correlation_id
         if payload is not None and self.include_payload:
             attributes.update(self._payload_attributes(payload))
-        name = self._publish_names.get(event_type)
-        if name is None:
-            name = "publish " + event_type
-            if len(self._publish_names) < _MAX_NAMES:
-                self._publish_names[event_type] = name
         span = self._tracer.start_span(
-            name,
-            context=parent,
-            kind=self._producer,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
+            name, context=parent, kind=self._producer, attributes=attributes
         )
         span_ctx = span.get_span_context()
         if not span_ctx.is_valid:  # no-op tracer and no valid parent anywhere
-            return span, (None, None)
-        traceparent = _format_traceparent(span_ctx)
-        tracestate = span_ctx.trace_state.to_header() or None
+            return span, _NO_TRACE
+        strings = _context_strings(span_ctx, self._empty_state)
         if correlation_id is None and span.is_recording():
-            span.set_attribute(ATTR_CONVERSATION_ID, f"{span_ctx.trace_id:032x}")
-        self._remember(traceparent, tracestate, span_ctx)
-        return span, (traceparent, tracestate)
+            # the trace id is only known now (a root span's is made by start_span)
+            span.set_attribute(ATTR_CONVERSATION_ID, strings[2])
+        self._remember(strings[0], strings[1], span_ctx)
+        return span, strings
+
+    def handler_span(
+        self, event: TracedEvent, handler_name: str
+    ) -> AbstractContextManager[Span] | None:
+        """The engine's CONSUMER span for one handler call, as :meth:`consume_span`,
+        or None when there is nothing to do: a non-recording tracer and the event's
+        context (or the absence of one) is already the current one.  The engine
+        then runs the handler as it would without tracing."""
+        if self._proxy is not None:
+            self._check_proxy()
+        if self._noop and self._is_current(event):
+            return None
+        return _ConsumeScope(self, event, handler_name)
 
     def consume_span(self, event: TracedEvent, handler_name: str) -> AbstractContextManager[Span]:
         """CONSUMER span for one handler call; yields the span.
@@ -463,44 +584,56 @@ class EventTracer:
         With a non-recording tracer no span is created: when the event's
         context (or the absence of one) already is the current one, as it is
         for handlers running in the publisher's context, the block runs
-        unchanged; otherwise the event's context is made current.
+        unchanged (and gets the current span); otherwise the event's context is
+        made current.
         """
-        if self._proxy is not None:
-            self._check_proxy()
-        if self._noop:
-            span = self._current_span()
-            traceparent = event.traceparent
-            if not traceparent:
-                if span is None or not span.get_span_context().is_valid:
-                    return self._invalid_scope
-            elif span is not None:
-                sc = span.get_span_context()
-                tracestate = event.tracestate
-                cached = self._noop_consume
-                if cached is not None and cached[0] is sc:
-                    if cached[1] == traceparent and cached[2] == tracestate:
-                        return _Constant(span)
-                elif (
-                    sc.is_valid
-                    and _format_traceparent(sc) == traceparent
-                    and ((sc.trace_state.to_header() or None) == (tracestate or None))
-                ):
-                    self._noop_consume = (sc, traceparent, tracestate)
-                    return _Constant(span)
-        return _ConsumeScope(self, event, handler_name)
+        scope = self.handler_span(event, handler_name)
+        if scope is not None:
+            return scope
+        span = self._current_span()
+        return _Constant(span if span is not None else self._invalid_span)
+
+    def _is_current(self, event: TracedEvent) -> bool:
+        """Non-recording tracer: whether the event's W3C context is the current one."""
+        span = self._current_span()
+        traceparent = event.traceparent
+        if not traceparent:
+            return span is None or not span.get_span_context().is_valid
+        if span is None:
+            return False
+        sc = span.get_span_context()
+        tracestate = event.tracestate
+        cached = self._noop_consume
+        if cached is not None and cached[0] is sc:
+            return cached[1] == traceparent and cached[2] == tracestate
+        if not sc.is_valid:
+            return False
+        current_traceparent, current_tracestate, _ = _context_strings(sc, self._empty_state)
+        if current_traceparent == traceparent and current_tracestate == (tracestate or None):
+            self._noop_consume = (sc, traceparent, tracestate)
+            return True
+        return False
 
     def _start_consumer(self, event: TracedEvent, handler_name: str) -> Span:
         traceparent = event.traceparent
         parent = self._context_from(traceparent, event.tracestate) if traceparent else None
         event_type = event.event_type
-        attributes: dict[str, Any] = {
-            ATTR_SYSTEM: MESSAGING_SYSTEM,
-            ATTR_DESTINATION: event_type,
-            ATTR_OPERATION_TYPE: OPERATION_PROCESS,
-            ATTR_OPERATION_NAME: OPERATION_PROCESS,
-            ATTR_MESSAGE_ID: event.event_id,
-            ATTR_SUBSCRIPTION: handler_name,
-        }
+        key = (event_type, handler_name)
+        name, constant = self._consumer_shapes.get(key) or _cached(
+            self._consumer_shapes,
+            key,
+            (
+                "process " + event_type,
+                {
+                    ATTR_SYSTEM: MESSAGING_SYSTEM,
+                    ATTR_DESTINATION: event_type,
+                    ATTR_OPERATION_TYPE: OPERATION_PROCESS,
+                    ATTR_OPERATION_NAME: OPERATION_PROCESS,
+                    ATTR_SUBSCRIPTION: handler_name,
+                },
+            ),
+        )
+        attributes = {**constant, ATTR_MESSAGE_ID: event.event_id}
         correlation_id = event.correlation_id
         if correlation_id is not None:
             attributes[ATTR_CONVERSATION_ID] = correlation_id
@@ -514,18 +647,11 @@ class EventTracer:
             payload = event.payload
             if isinstance(payload, Mapping):
                 attributes.update(self._payload_attributes(payload))
-        name = self._process_names.get(event_type)
-        if name is None:
-            name = "process " + event_type
-            if len(self._process_names) < _MAX_NAMES:
-                self._process_names[event_type] = name
         span: Span = self._tracer.start_span(
             name,
             context=parent if parent is not None else self._empty_context,
             kind=self._consumer,
             attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
         )
         return span
 
