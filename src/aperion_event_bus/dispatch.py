@@ -726,7 +726,7 @@ class Dispatcher:
         take = self._take
         advance = self._advance
         while True:
-            if lane.mailbox and self.span is None:
+            if lane.mailbox:
                 step = self._run_quick(lane)
                 if step is _BURST_DONE:
                     await asyncio.sleep(0)  # a long burst must not starve the loop
@@ -775,6 +775,8 @@ class Dispatcher:
             return None
         mailbox = lane.mailbox
         observer = self.observer
+        span = self.span  # a delivery that needs a span scope takes the general path
+        name = sub.handler_name
         plain_release = not self._bounded
         drop_oldest = self._queued is not None
         fin = self._fin
@@ -785,29 +787,29 @@ class Dispatcher:
                 entry = mailbox[0]
                 chain: _Chain | None
                 if type(entry) is Event:  # bare fire-and-forget event (see _Lane)
-                    if lane.running >= sub.concurrency or lane.closing or not sub._active:
-                        return None
                     event, chain, base = entry, None, lane.head_ctx
                 elif type(entry) is _Chain:
                     chain = entry
-                    if (
-                        chain.state != QUEUED
-                        or chain.results is not None
-                        or len(chain.subs) != 1
-                        or lane.running >= sub.concurrency  # e.g. reserved by a direct publish
-                        or lane.closing
-                        or not sub._active
-                        or (drop_oldest and not self._start(chain))
-                    ):
+                    if chain.state != QUEUED or chain.results is not None or len(chain.subs) != 1:
                         return None
-                    chain.state = STARTED
-                    event = chain.event
-                    base = lane.head_ctx = chain.ctx
+                    event, base = chain.event, chain.ctx
                 else:  # the context of the bare events that follow
                     mailbox.popleft()
                     lane.head_ctx = entry  # type: ignore[assignment]
                     lane.markers -= 1
                     continue
+                if (
+                    lane.running >= sub.concurrency  # e.g. reserved by a direct publish
+                    or lane.closing
+                    or not sub._active
+                    or (span is not None and span(event, name) is not None)
+                ):
+                    return None
+                if chain is not None:
+                    if drop_oldest and not self._start(chain):
+                        return None  # dropped meanwhile: _take discards it
+                    chain.state = STARTED
+                    lane.head_ctx = base
                 assert base is not None
                 lane.running += 1  # before popping: lanes_idle() in another thread sees it
                 mailbox.popleft()
@@ -1403,7 +1405,12 @@ class Dispatcher:
             return
         lane = self._reserve_lane(sub)
         try:
-            if sub.is_async and sub.schema is None and not sub.retries and self.span is None:
+            if (
+                sub.is_async
+                and sub.schema is None
+                and not sub.retries
+                and (self.span is None or self.span(chain.event, sub.handler_name) is None)
+            ):
                 # the common case: step the handler here, await only if it suspends
                 step = self._step(handler, chain, chain.ctx.copy(), _perf())
                 if type(step) is _Suspended:
