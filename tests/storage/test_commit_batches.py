@@ -5,6 +5,7 @@ their transaction fails, not disturbed by a cancelled publisher, recovered in or
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,16 +70,36 @@ async def test_a_cancelled_publisher_does_not_cancel_its_batch(tmp_path: Path) -
     await bus.close()
 
 
+def _hold_writer(store: SQLiteStore) -> threading.Event:
+    """Park the writer inside a transaction (a test-seam op) until the event is set."""
+    assert store._writer is not None
+    entered, release = threading.Event(), threading.Event()
+
+    def park(conn: Any, runs: list[Any]) -> list[Any]:
+        entered.set()
+        release.wait(10)
+        return [None] * len(runs)
+
+    store._writer._handlers["park"] = park
+    threading.Thread(target=store._call_sync, args=("park", None), daemon=True).start()
+    assert entered.wait(10)
+    return release
+
+
 async def test_cancelling_waiters_twice_still_settles_the_rest(tmp_path: Path) -> None:
     bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
+    assert bus.store is not None
+    release = _hold_writer(bus.store)  # no commit can settle the batch meanwhile
     tasks = [asyncio.ensure_future(bus.publish("a.b", {"i": i})) for i in range(10)]
     await asyncio.sleep(0)
     tasks[0].cancel()
     await asyncio.sleep(0)  # the others now wait on the batch's fresh future
     tasks[1].cancel()
+    await asyncio.sleep(0)
+    release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [isinstance(r, asyncio.CancelledError) for r in results] == [True, True] + [False] * 8
-    assert bus.store is not None and bus.store.count_events() == 10
+    assert bus.store.count_events() == 10
     await bus.close()
 
 
