@@ -56,6 +56,17 @@ async def test_a_full_batch_is_queued_at_once(store: SQLiteStore) -> None:
     assert store.count_events() == BATCH_LIMIT + 1
 
 
+async def test_batches_respect_max_batch(tmp_path: Path) -> None:
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db", max_batch=10))
+    assert bus.store is not None
+    before = bus.store.stats()
+    await asyncio.gather(*(bus.publish("a.b", {"i": i}) for i in range(95)))
+    after = bus.store.stats()
+    assert after.events_written - before.events_written == 95
+    assert after.transactions - before.transactions >= 10  # at most 10 events each
+    await bus.close()
+
+
 async def test_a_cancelled_publisher_does_not_cancel_its_batch(tmp_path: Path) -> None:
     bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
     tasks = [asyncio.ensure_future(bus.publish("order.paid", {"i": i})) for i in range(50)]

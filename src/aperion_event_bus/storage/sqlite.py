@@ -144,6 +144,7 @@ class SQLiteStore:
         self._path = path
         self.synchronous: Synchronous = "FULL" if sync == "FULL" else "NORMAL"
         self.max_batch = max_batch
+        self._batch_limit = min(BATCH_LIMIT, max_batch)  # appends per loop-side batch
         self.max_age_seconds = max_age_seconds
         self.max_bytes = max_bytes
         self.compact_interval_seconds = compact_interval_seconds
@@ -340,7 +341,7 @@ class SQLiteStore:
             loop.call_soon(self._queue_batch, batch)
         entries = batch.entries
         entries.append(((event,), durable_names))
-        if len(entries) >= BATCH_LIMIT:
+        if len(entries) >= self._batch_limit:
             self._queue_batch(batch)
         return batch, len(entries) - 1
 
