@@ -17,6 +17,7 @@ import decimal
 import enum
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from .errors import SerializationError
@@ -77,6 +78,9 @@ try:  # pragma: no cover - exercised when the orjson extra is installed
         """Parse JSON text."""
         return _orjson.loads(text)
 
+    #: orjson writes the envelope itself (see the stdlib branch).
+    make_encoder: Callable[[], Callable[[Any, int], list[str]]] | None = None
+
 except ImportError:
     import json.encoder
     from json.encoder import encode_basestring
@@ -102,6 +106,15 @@ except ImportError:
                 {}, json_default, encode_basestring, None, ":", ",", False, False, True
             )
             return "".join(encode(obj, 0))
+
+    def _make_encoder() -> Callable[[Any, int], list[str]]:
+        return c_make_encoder(  # type: ignore[no-any-return]
+            {}, json_default, encode_basestring, None, ":", ",", False, False, True
+        )
+
+    #: A C encoder making exactly what ``dumps`` makes (``"".join(encoder(obj, 0))``),
+    #: for callers that encode many values in a loop; None when ``dumps`` is orjson.
+    make_encoder = None if c_make_encoder is None else _make_encoder
 
     def loads(text: str | bytes) -> Any:
         """Parse JSON text."""

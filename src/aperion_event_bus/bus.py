@@ -534,8 +534,14 @@ class EventBus:
             subs = self._registry.match(event)
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
-            if self.store is not None:
-                await self.store.append_future(ev, self._durable_names(subs))
+            if self.store is not None:  # wait for the commit (see storage._batch)
+                batch, index = self.store.join_commit(ev, self._durable_names(subs))
+                try:
+                    failed = await batch.future
+                except asyncio.CancelledError as exc:
+                    failed = await batch.rejoin(exc)
+                if failed is not None:
+                    batch.raise_failed(failed, index)
             audit = self._audit
             if audit is not None and audit.backlog() > audit.HIGH_WATER:
                 await audit.throttle()  # the audit writer is behind: wait instead of piling up

@@ -69,6 +69,43 @@ async def test_bodies_are_stored_exactly_as_to_jsonl(store: SQLiteStore, nonfini
     assert back is not None and back.to_jsonl() == events[-1].to_jsonl()
 
 
+class _Tag(str):
+    pass
+
+
+ENVELOPES: list[dict[str, object]] = [
+    {},
+    {
+        "source": "billing \u2028 \"svc\"",
+        "correlation_id": "corr-1",
+        "causation_id": "evt_parent",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE",
+    },
+    {"timestamp": 0.1},
+    {"timestamp": 1e22},  # repr 1e+22
+    {"timestamp": 5e-324},
+    {"timestamp": float("nan")},  # the encoder's word NaN: written by dumps
+    {"timestamp": float("inf")},
+    {"source": _Tag("a str subclass")},
+]
+
+
+@pytest.mark.parametrize("fields", ENVELOPES)
+def test_envelopes_are_written_exactly_as_dumps_writes_them(fields: dict[str, object]) -> None:
+    from aperion_event_bus.storage._append import _encode
+
+    events = [Event("data.stored", p, **fields) for p in TRICKY]  # type: ignore[arg-type]
+    assert _encode(events) == "[" + ",".join(e.to_jsonl() for e in events) + "]"
+
+
+async def test_odd_envelope_fields_are_stored_exactly_as_to_jsonl(store: SQLiteStore) -> None:
+    finite = ENVELOPES[:5] + ENVELOPES[7:]  # (a NaN timestamp has no REAL column value)
+    events = [Event("data.stored", {"i": i}, **f) for i, f in enumerate(finite)]  # type: ignore[arg-type]
+    await store.append_many(events, ["a"])
+    assert [r[5] for r in rows(store)] == [e.to_jsonl() for e in events]
+
+
 async def test_a_string_that_only_mentions_nan_is_stored_too(store: SQLiteStore) -> None:
     event = Event("data.stored", {"word": "NaN and Infinity are just words here"})
     await store.append(event, ["a"])

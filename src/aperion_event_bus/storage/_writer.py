@@ -37,14 +37,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .._wiring import library_logger
 from ._connections import translate_error
 from ._errors import StoreClosedError, StoreError
 from ._wal import IDLE_SECONDS, WalCheckpointer
 
-__all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "Op", "SyncWaiter"]
+__all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "LoopWaiter", "Op", "SyncWaiter"]
 
 logger = library_logger("aperion_event_bus.storage")
 
@@ -54,6 +54,15 @@ RESUBMIT: Final = object()
 #: ``handler(conn, args_of_consecutive_ops) -> one result per op`` (an exception
 #: instance as a result fails just that op).
 BatchHandler = Callable[[sqlite3.Connection, list[Any]], list[Any]]
+
+
+class LoopWaiter(Protocol):
+    """What an op's ``future`` must offer: an ``asyncio.Future``, or anything settled
+    like one on its loop (``_batch.CommitBatch``)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: Any, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 class SyncWaiter:
@@ -86,7 +95,7 @@ class Op:
         self,
         kind: str,
         args: Any,
-        future: asyncio.Future[Any] | None = None,
+        future: LoopWaiter | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         sync: SyncWaiter | None = None,
         weight: int = 1,
@@ -103,21 +112,25 @@ _STOP: Final = Op("__stop__", None)
 #: Queued by ``defer`` to wake an idle writer; carries no work itself.
 _WAKE: Final = Op("__wake__", None, weight=0)
 
-#: Futures completed per loop callback. Completing a future schedules its task, and
-#: the loop runs every task made ready in one iteration before it looks at timers
-#: again; settling a batch of 1,000 in one go would stall the loop for all 1,000
-#: task steps. In chunks, each iteration runs at most this many.
+#: Op weight (events) settled per loop callback. Completing a future schedules its
+#: task(s), and the loop runs every task made ready in one iteration before it
+#: looks at timers again; settling a batch of 1,000 in one go would stall the loop
+#: for all 1,000 task steps. In chunks, each iteration runs about this many.
 SETTLE_CHUNK: Final = 128
 
 
-def _settle_futures(items: list[tuple[asyncio.Future[Any], Any]], start: int = 0) -> None:
+def _settle_futures(items: list[tuple[LoopWaiter, Any, int]], start: int = 0) -> None:
     """Runs on the caller's loop: complete the futures of one batch, a chunk per call."""
-    end = len(items)
-    if end - start > SETTLE_CHUNK:
-        end = start + SETTLE_CHUNK
+    end = start
+    weight = 0
+    count = len(items)
+    while end < count and weight < SETTLE_CHUNK:
+        weight += items[end][2]
+        end += 1
+    if end < count:
         asyncio.get_running_loop().call_soon(_settle_futures, items, end)
     for i in range(start, end):
-        future, result = items[i]
+        future, result, _ = items[i]
         if future.done():  # the awaiting task was cancelled
             continue
         if isinstance(result, BaseException):
@@ -379,7 +392,7 @@ class GroupCommitWriter:
         self._settle(batch, results, final=final)
 
     def _settle(self, batch: Sequence[Op], results: Sequence[Any], *, final: bool) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[LoopWaiter, Any, int]]] = {}
         for op, result in zip(batch, results, strict=True):
             if result is RESUBMIT:
                 if not final:
@@ -390,7 +403,7 @@ class GroupCommitWriter:
                 items = by_loop.get(op.loop)
                 if items is None:
                     items = by_loop[op.loop] = []
-                items.append((op.future, result))
+                items.append((op.future, result, op.weight))
             elif op.sync is not None:
                 op.sync.settle(result)
             elif isinstance(result, BaseException):

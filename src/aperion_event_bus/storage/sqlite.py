@@ -27,9 +27,11 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from .._json import loads
+from .._runtime import running_loop
 from ..errors import ConfigurationError
 from ..events import Event
 from . import _ops
+from ._batch import BATCH_LIMIT, CommitBatch, append_batches
 from ._connections import ReaderPool, open_writer
 from ._dlq import SQLiteDLQBackend
 from ._errors import StoreClosedError, StoreCorruptError, StoreError
@@ -51,6 +53,7 @@ __all__ = [
 Synchronous = Literal["NORMAL", "FULL"]
 _COMPACT = "compact"
 _FLUSH = "flush"
+_APPEND_BATCH = "append_batch"
 _PAGE = 1000
 
 
@@ -141,11 +144,13 @@ class SQLiteStore:
         self._path = path
         self.synchronous: Synchronous = "FULL" if sync == "FULL" else "NORMAL"
         self.max_batch = max_batch
+        self._batch_limit = min(BATCH_LIMIT, max_batch)  # appends per loop-side batch
         self.max_age_seconds = max_age_seconds
         self.max_bytes = max_bytes
         self.compact_interval_seconds = compact_interval_seconds
         self.force_retention = force_retention
         self._writer: GroupCommitWriter | None = None
+        self._open_batch: CommitBatch | None = None  # appends of this loop iteration
         self._reader_pool: ReaderPool | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -214,6 +219,7 @@ class SQLiteStore:
             handlers = dict(_ops.HANDLERS)
             handlers[_COMPACT] = compact_handler
             handlers[_FLUSH] = _flush
+            handlers[_APPEND_BATCH] = append_batches
             retention = self.max_age_seconds is not None or self.max_bytes is not None
             writer = GroupCommitWriter(
                 conn,
@@ -230,6 +236,7 @@ class SQLiteStore:
 
     def close(self, timeout: float | None = None) -> None:
         """Commit everything queued (pending appends and acks), then release the file."""
+        self._queue_open_batch()
         with self._lock:
             if self._closed:
                 return
@@ -244,6 +251,7 @@ class SQLiteStore:
 
     async def aclose(self) -> None:
         """``close()`` in a worker thread (it waits for the last commit)."""
+        self._queue_open_batch()
         await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Self:
@@ -319,11 +327,44 @@ class SQLiteStore:
         _check_event(event)
         await self._call(_ops.APPEND, ((event,), _names(durable_names)))
 
-    def append_future(self, event: Event, durable_names: tuple[str, ...]) -> asyncio.Future[None]:
-        """``append`` minus its argument checks, as a future that completes at the commit
-        (one coroutine less per event): for callers that pass an ``Event`` and a tuple
-        of valid names, like the bus. Call it on a running event loop."""
-        return self._submit_async(_ops.APPEND, ((event,), durable_names))
+    def join_commit(self, event: Event, durable_names: tuple[str, ...]) -> tuple[CommitBatch, int]:
+        """``append`` minus its argument checks, joined to the running loop's open batch:
+        returns the batch and the append's index in it. All appends of a batch are
+        committed together and share ``batch.future``; see ``_batch`` for how to await
+        it (the bus does). For callers that pass an ``Event`` and a tuple of valid
+        names. Call it on a running event loop."""
+        batch = self._open_batch
+        loop = asyncio.get_running_loop()
+        if batch is None or batch.loop is not loop:
+            self._active_writer()  # raises once closed
+            batch = self._open_batch = CommitBatch(loop)
+            loop.call_soon(self._queue_batch, batch)
+        entries = batch.entries
+        entries.append(((event,), durable_names))
+        if len(entries) >= self._batch_limit:
+            self._queue_batch(batch)
+        return batch, len(entries) - 1
+
+    def _queue_batch(self, batch: CommitBatch) -> None:
+        """Hand ``batch`` to the writer (on its loop's thread; once)."""
+        if batch.queued:
+            return
+        batch.queued = True
+        if self._open_batch is batch:
+            self._open_batch = None
+        try:
+            self._active_writer().submit(
+                Op(_APPEND_BATCH, batch, batch, batch.loop, None, len(batch.entries))
+            )
+        except StoreError as exc:
+            batch.set_exception(exc)
+
+    def _queue_open_batch(self) -> None:
+        """Queue the open batch now if it belongs to the loop running in this thread
+        (``flush`` and ``close`` must come after the appends made before them)."""
+        batch = self._open_batch
+        if batch is not None and batch.loop is running_loop():
+            self._queue_batch(batch)
 
     def append_sync(self, event: Event, durable_names: Sequence[str] = ()) -> None:
         """``append`` for plain threads: blocks until committed (do not call on a loop thread)."""
@@ -348,6 +389,7 @@ class SQLiteStore:
 
     async def flush(self) -> None:
         """Wait until everything queued before this call (e.g. ``ack_nowait``) is committed."""
+        self._queue_open_batch()
         await self._call(_FLUSH, None)
 
     def flush_sync(self) -> None:
@@ -604,7 +646,7 @@ class SQLiteStore:
             transactions=writer.transactions,
             failed_transactions=writer.failed_transactions,
             ops=writer.ops,
-            events_written=writer.units.get(_ops.APPEND, 0),
+            events_written=writer.units.get(_ops.APPEND, 0) + writer.units.get(_APPEND_BATCH, 0),
             largest_batch=writer.largest_batch,
             loop_callbacks=writer.loop_callbacks,
             queued=writer.queued,
