@@ -703,10 +703,10 @@ class EventBus:
         self._count_published(ev)
         if not subs:
             return True
-        chain = _Chain(ev, subs, self._snapshot(), None, None)
         if not d._bounded:
-            d.submit_unbounded(chain)
+            d.submit_unbounded(ev, subs, self._snapshot())
             return True
+        chain = _Chain(ev, subs, self._snapshot(), None, None)
         admitted = d.try_admit(chain)
         if admitted is None and _current_event_get() is not None:
             d.admit_forced()  # inside a handler: never wait for a slot the handler may hold

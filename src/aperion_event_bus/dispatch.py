@@ -152,6 +152,7 @@ _NO_LOOP = object()  # quick_loop when the hot path does not apply (never a runn
 
 
 _Entry = _Chain | Event | Context  # what a lane's mailbox holds (see _Lane)
+_NewEvent = tuple[Event, tuple[Subscription, ...], Context]  # fire-and-forget, via the ingress
 
 
 class _Lane:
@@ -333,7 +334,7 @@ class Dispatcher:
             deque() if policy is OverflowPolicy.DROP_OLDEST and max_pending is not None else None
         )
         self._idle_waiters: list[Callable[[], None]] = []
-        self._ingress: deque[_Chain] = deque()
+        self._ingress: deque[_Chain | _NewEvent] = deque()
         self._ingress_scheduled = False
         self._lanes: set[_Lane] = set()
         self.stopping = False
@@ -386,10 +387,16 @@ class Dispatcher:
             waiter.grant(None)
         return lost
 
-    def submit_unbounded(self, chain: _Chain) -> None:
-        """Admit (a counter step: no ``max_pending_events``) and enqueue ``chain``."""
+    def submit_unbounded(self, event: Event, subs: tuple[Subscription, ...], ctx: Context) -> None:
+        """Admit a fire-and-forget event (a counter step: no ``max_pending_events``)
+        and hand it to its lanes, from any thread. From another thread it travels
+        through the ingress as an ``(event, subs, ctx)`` tuple, not a chain record."""
+        if self.on_loop_thread():
+            self.dispatch_new(event, subs, ctx)
+            return
         next(self._acc)
-        self.enqueue(chain)
+        self._ingress.append((event, subs, ctx))
+        self._schedule_ingress()
 
     def try_admit(self, chain: _Chain) -> bool | None:
         """Count ``chain`` as pending. True: admitted. False: dropped (DROP).
@@ -540,6 +547,9 @@ class Dispatcher:
             self._dispatch(chain)
             return
         self._ingress.append(chain)
+        self._schedule_ingress()
+
+    def _schedule_ingress(self) -> None:
         if not self._ingress_scheduled:
             self._ingress_scheduled = True
             loop = self.loop
@@ -550,14 +560,25 @@ class Dispatcher:
         self._ingress_scheduled = False
         ingress = self._ingress
         dispatch = self._dispatch
+        place = self._place_new
         while ingress:
-            dispatch(ingress[0])  # stays visible to lanes_idle() until it sits in a mailbox
+            # the head stays visible to lanes_idle() until it sits in a mailbox
+            entry = ingress[0]
+            if isinstance(entry, tuple):
+                place(*entry)
+            else:
+                dispatch(entry)
             ingress.popleft()
 
     def dispatch_new(self, event: Event, subs: tuple[Subscription, ...], ctx: Context) -> None:
         """Admit and dispatch a fire-and-forget event on the loop thread (unbounded
         bus only: admission is a counter step, no lock)."""
         next(self._acc)
+        self._place_new(event, subs, ctx)
+
+    def _place_new(self, event: Event, subs: tuple[Subscription, ...], ctx: Context) -> None:
+        """Put an admitted fire-and-forget event into its lane's mailbox as a bare
+        event when it has a single subscription with an open lane, else as a chain."""
         if len(subs) == 1:
             sub = subs[0]
             lane = sub._lane
@@ -1502,7 +1523,7 @@ class Dispatcher:
         Publishers awaiting queued events get a not-accepted result, publishers
         blocked under BLOCK get ``BusClosedError``. Returns the number of events
         that were never handled."""
-        lost: list[_Entry] = []
+        lost: list[_Entry | _NewEvent] = []
         for lane in list(self._lanes):
             lost.extend(lane.mailbox)
             lane.mailbox.clear()
@@ -1513,8 +1534,8 @@ class Dispatcher:
         seen: set[int] = set()
         count = 0
         for chain in lost:
-            if type(chain) is Event:  # bare fire-and-forget event: nobody waits for it
-                count += 1
+            if type(chain) is Event or isinstance(chain, tuple):  # bare fire-and-forget event
+                count += 1  # nobody waits for it
                 continue
             if type(chain) is not _Chain or id(chain) in seen:
                 continue  # a context marker, or a chain seen in another lane

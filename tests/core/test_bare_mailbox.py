@@ -124,3 +124,44 @@ async def test_close_abandons_queued_bare_events() -> None:
         await asyncio.sleep(0.01)
         assert not await bus.close(0.05)  # the first handler never finishes
     assert bus.get_stats()["queue_depth"] == 0
+
+
+def test_emits_from_threads_keep_each_publishers_context_and_order() -> None:
+    """Fire-and-forget emits from several threads travel through the ingress as
+    bare events; each handler call sees its own publisher's context, and each
+    publisher's events arrive in order, for an async and a sync subscription."""
+    import threading
+
+    seen_async: list[tuple[str, int, str]] = []
+    seen_sync: list[tuple[str, int, str]] = []
+    bus = EventBus()
+    try:
+
+        async def on_async(e: Event) -> None:
+            seen_async.append((e.payload["who"], e.payload["n"], tag.get()))
+
+        def on_sync(e: Event) -> None:
+            seen_sync.append((e.payload["who"], e.payload["n"], tag.get()))
+
+        bus.subscribe(on_async, "thr.a")
+        bus.subscribe(on_sync, "thr.s")
+
+        def publisher(who: str) -> None:
+            for n in range(500):
+                tag.set(f"{who}-{n // 50}")  # the context changes every 50 events
+                bus.emit("thr.a", {"who": who, "n": n})
+                bus.emit("thr.s", {"who": who, "n": n})
+
+        threads = [threading.Thread(target=publisher, args=(f"p{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert asyncio.run(bus.wait_for_pending(10)) == 0
+    finally:
+        bus.shutdown(2)
+    for seen in (seen_async, seen_sync):
+        assert len(seen) == 2000
+        assert all(ctx == f"{who}-{n // 50}" for who, n, ctx in seen)
+        for i in range(4):
+            assert [n for who, n, _ in seen if who == f"p{i}"] == list(range(500))

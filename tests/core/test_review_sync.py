@@ -64,18 +64,18 @@ def test_emit_wait_keeps_order_after_fire_and_forget() -> None:
         bus.emit("o.x", {"n": 0})
         assert asyncio.run(bus.wait_for_pending(2)) == 0
         d = bus._dispatcher
-        original = d._dispatch
+        original = d._place_new  # where a fire-and-forget emit leaves the ingress
         in_dispatch = threading.Event()
 
-        def dispatch(chain: Any) -> None:
-            # The loop thread popped the chain from _ingress and is preempted before
+        def place(*entry: Any) -> None:
+            # The loop thread took the event from _ingress and is preempted before
             # it reaches the lane's mailbox (simulated with a short sleep).
             if not in_dispatch.is_set():
                 in_dispatch.set()
                 time.sleep(0.1)
-            original(chain)
+            original(*entry)
 
-        d._dispatch = dispatch  # type: ignore[method-assign]
+        d._place_new = place  # type: ignore[method-assign]
         bus.emit("o.x", {"n": 1})
         assert in_dispatch.wait(2)
         bus.emit("o.x", {"n": 2}, wait_for_handlers=True)
