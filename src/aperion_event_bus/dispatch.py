@@ -153,6 +153,7 @@ _NO_LOOP = object()  # quick_loop when the hot path does not apply (never a runn
 
 _Entry = _Chain | Event | Context  # what a lane's mailbox holds (see _Lane)
 _NewEvent = tuple[Event, tuple[Subscription, ...], Context]  # fire-and-forget, via the ingress
+_Batched = _Chain | Event  # an item of a sync lane's batch (a bare event or a chain)
 
 
 class _Lane:
@@ -972,7 +973,7 @@ class Dispatcher:
         # Under DROP_OLDEST an event must stay droppable until its handler starts.
         max_batch = 1 if self._queued is not None else _MAX_BATCH
         while True:
-            batch = self._take_batch(lane, max_batch)
+            batch, ctxs = self._take_batch(lane, max_batch)
             if not batch:
                 if self._lane_exit(lane):
                     return
@@ -985,7 +986,7 @@ class Dispatcher:
                 continue
             lane.running += 1
             try:
-                done = await self._run_sync_batch(sub, handler, batch)
+                done = await self._run_sync_batch(sub, handler, batch, ctxs)
             except BaseException as exc:
                 lane.running -= 1
                 self._advance_all(batch)
@@ -995,15 +996,20 @@ class Dispatcher:
             finally:
                 handler = None
             lane.running -= 1
-            for chain in reversed(batch[done:]):  # abandoned or stopped: the rest goes back
-                lane.mailbox.appendleft(chain)
+            for index in range(len(batch) - 1, done - 1, -1):  # abandoned or stopped:
+                item = batch[index]  # the rest goes back, as chain records
+                if type(item) is Event:
+                    item = _started_chain(item, sub, ctxs[index])
+                lane.mailbox.appendleft(item)
             self._advance_all(batch if done == len(batch) else batch[:done])
 
-    def _take_batch(self, lane: _Lane, limit: int) -> list[_Chain]:
-        """Up to ``limit`` head chains the lane may start now, in order; the batch as
-        a whole counts as one running delivery. Plain single-subscription chains are
-        taken in one loop (no call per event); anything else goes through ``_take``."""
-        batch: list[_Chain] = []
+    def _take_batch(self, lane: _Lane, limit: int) -> tuple[list[_Batched], list[Context]]:
+        """Up to ``limit`` deliveries the lane may start now, in order, and the
+        context of each; the batch as a whole counts as one running delivery.
+        Bare events and plain single-subscription chains are taken in one loop (no
+        call or record per event); anything else goes through ``_take``."""
+        batch: list[_Batched] = []
+        ctxs: list[Context] = []
         mailbox = lane.mailbox
         if self._queued is None and lane.running < lane.sub.concurrency:
             lane.running += 1  # while popping: lanes_idle() in another thread sees work
@@ -1011,20 +1017,20 @@ class Dispatcher:
                 entry = mailbox[0]
                 if type(entry) is Event:  # bare fire-and-forget event (see _Lane)
                     assert lane.head_ctx is not None
-                    chain = _started_chain(entry, lane.sub, lane.head_ctx)
+                    ctxs.append(lane.head_ctx)
                 elif type(entry) is _Chain:
-                    chain = entry
-                    if chain.state != QUEUED or len(chain.subs) != 1:
+                    if entry.state != QUEUED or len(entry.subs) != 1:
                         break
-                    chain.state = STARTED
-                    lane.head_ctx = chain.ctx
+                    entry.state = STARTED
+                    ctxs.append(entry.ctx)
+                    lane.head_ctx = entry.ctx
                 else:  # the context of the bare events that follow
                     mailbox.popleft()
                     lane.head_ctx = entry  # type: ignore[assignment]
                     lane.markers -= 1
                     continue
                 mailbox.popleft()
-                batch.append(chain)
+                batch.append(entry)
             lane.running -= 1
         take = self._take
         while len(batch) < limit:
@@ -1033,16 +1039,20 @@ class Dispatcher:
                 break
             lane.running -= 1
             batch.append(taken)
-        return batch
+            ctxs.append(taken.ctx)
+        return batch, ctxs
 
-    def _advance_all(self, chains: list[_Chain]) -> None:
-        """``_advance`` for a finished batch; a plain fire-and-forget chain of an
-        unbounded bus is released with a counter step, idle waiters checked once."""
+    def _advance_all(self, chains: list[_Batched]) -> None:
+        """``_advance`` for a finished batch; a bare event or a plain fire-and-forget
+        chain of an unbounded bus is released with a counter step, idle waiters
+        checked once."""
         fin = self._fin
         plain = not self._bounded
         advance = self._advance
         for chain in chains:
-            if plain and chain.notify is None and len(chain.subs) == 1:
+            if isinstance(chain, Event):  # bare events exist only on an unbounded bus
+                next(fin)
+            elif plain and chain.notify is None and len(chain.subs) == 1:
                 chain.state = DONE
                 next(fin)
             else:
@@ -1051,13 +1061,20 @@ class Dispatcher:
             self._wake_idle()
 
     async def _run_sync_batch(
-        self, sub: Subscription, handler: Callable[[Any], Any], batch: list[_Chain]
+        self,
+        sub: Subscription,
+        handler: Callable[[Any], Any],
+        batch: list[_Batched],
+        ctxs: list[Context],
     ) -> int:
-        """Run ``batch`` in one pool thread; settle outcomes; return how many finished."""
+        """Run ``batch`` (each item in its context from ``ctxs``) in one pool thread;
+        settle outcomes; return how many finished."""
         loop = self.loop
         assert loop is not None
         progress = _BatchProgress()
-        fut = loop.run_in_executor(self.executor, self._sync_batch_body, sub, handler, batch, progress)
+        fut = loop.run_in_executor(
+            self.executor, self._sync_batch_body, sub, handler, batch, ctxs, progress
+        )
         timeout = self.timeout_of(sub)
         if timeout is None:
             await fut
@@ -1074,30 +1091,38 @@ class Dispatcher:
                 if progress.index != index or fut.done():
                     continue
                 progress.abandoned = True  # the thread cannot be killed: stop waiting for it
-                for chain, outcome in zip(batch, progress.outcomes[:index], strict=False):
-                    self._settle(sub, chain, outcome)
+                for item, outcome in zip(batch, progress.outcomes[:index], strict=False):
+                    self._settle_item(sub, item, outcome)
+                late = _event_of(batch[index])
                 error = HandlerTimeoutError(
                     f"sync handler {sub.handler_name} exceeded its {timeout}s timeout for "
-                    f"{batch[index].event.event_type} {batch[index].event.event_id}; the thread "
+                    f"{late.event_type} {late.event_id}; the thread "
                     "was abandoned (it keeps running until the handler returns)",
                     sub.handler_name,
-                    batch[index].event.event_id,
+                    late.event_id,
                 )
-                self._settle(sub, batch[index], (None, error, True, _perf() - started, 1))
+                self._settle_item(sub, batch[index], (None, error, True, _perf() - started, 1))
                 return index + 1
         outcomes = progress.outcomes
         quiet = self.observer is None
-        for chain, outcome in zip(batch, outcomes, strict=False):
-            if quiet and outcome[1] is None and chain.results is None:
+        for item, outcome in zip(batch, outcomes, strict=False):
+            if quiet and outcome[1] is None and (isinstance(item, Event) or item.results is None):
                 continue  # a success nobody asked about: nothing to report
-            self._settle(sub, chain, outcome)
+            self._settle_item(sub, item, outcome)
         return len(outcomes)
+
+    def _settle_item(self, sub: Subscription, item: _Batched, outcome: Outcome) -> None:
+        if isinstance(item, Event):
+            self.settle(sub, item, None, outcome)
+        else:
+            self._settle(sub, item, outcome)
 
     def _sync_batch_body(
         self,
         sub: Subscription,
         handler: Callable[[Any], Any],
-        batch: list[_Chain],
+        batch: list[_Batched],
+        ctxs: list[Context],
         progress: _BatchProgress,
     ) -> None:
         """Pool thread: run the batch in order, recording progress for the watchdog.
@@ -1112,18 +1137,19 @@ class Dispatcher:
             # per-event allocation: bursts keep the garbage collector's work down).
             quiet = self.observer is None
             append = outcomes.append
-            for index, chain in enumerate(batch):
+            for index, item in enumerate(batch):
                 if progress.abandoned or not sub._active or (lane is not None and lane.closing):
                     return
                 progress.index = index
                 progress.started = start = _perf()
-                event = chain.event
-                # chain contexts may be shared between events: run in a copy
-                value, error = self.call_plain(handler, event, chain.ctx.copy())
+                bare = type(item) is Event
+                event = item if bare else item.event  # type: ignore[union-attr]
+                # contexts may be shared between events: run in a copy
+                value, error = self.call_plain(handler, event, ctxs[index].copy())  # type: ignore[arg-type]
                 if error is not None:
                     append((None, error, False, _perf() - start, 1))
                 else:
-                    if quiet and chain.results is None:
+                    if quiet and (bare or item.results is None):  # type: ignore[union-attr]
                         append(_QUIET_OK)
                     else:
                         append((value, None, False, _perf() - start, 1))
@@ -1132,12 +1158,12 @@ class Dispatcher:
                     return
             return
         call = self.call_sync
-        for index, chain in enumerate(batch):
+        for index, item in enumerate(batch):
             if progress.abandoned or not sub.active or (lane is not None and lane.closing):
                 return
             progress.index = index
             progress.started = _perf()
-            outcome = call(sub, handler, chain.event, chain.ctx, progress)
+            outcome = call(sub, handler, _event_of(item), ctxs[index], progress)
             if progress.abandoned:
                 return
             outcomes.append(outcome)
@@ -1472,7 +1498,7 @@ class Dispatcher:
             if sub.is_async:
                 await self._deliver_async(sub, handler, chain)
             else:
-                await self._run_sync_batch(sub, handler, [chain])
+                await self._run_sync_batch(sub, handler, [chain], [chain.ctx])
         except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:
@@ -1554,6 +1580,10 @@ class Dispatcher:
         for waiter in waiters:
             waiter.grant(self.loop)
         return count
+
+
+def _event_of(item: _Batched) -> Event:
+    return item if type(item) is Event else item.event  # type: ignore[union-attr]
 
 
 def _started_chain(event: Event, sub: Subscription, ctx: Context) -> _Chain:

@@ -165,3 +165,42 @@ def test_emits_from_threads_keep_each_publishers_context_and_order() -> None:
         assert all(ctx == f"{who}-{n // 50}" for who, n, ctx in seen)
         for i in range(4):
             assert [n for who, n, _ in seen if who == f"p{i}"] == list(range(500))
+
+
+async def test_sync_timeout_inside_a_batch_of_bare_events() -> None:
+    """A sync handler that overruns its timeout on one bare event: that delivery is
+    reported as timed out, the rest of the batch goes back to the lane (as chain
+    records, in order) and runs on another pool thread."""
+    import threading
+    import time as _time
+
+    seen: list[int] = []
+    contexts: dict[int, str] = {}
+    release = threading.Event()
+    async with EventBus(max_workers=4) as bus:
+
+        def handler(e: Event) -> None:
+            n = e.payload["n"]
+            contexts[n] = tag.get()
+            if n == 3:
+                release.wait(2)  # overruns the 0.1 s timeout, then returns
+            seen.append(n)
+
+        bus.on("slow.sync", handler, timeout=0.1)
+        tag.set("ctx-1")
+        for n in range(10):
+            if n == 6:
+                tag.set("ctx-2")
+            bus.publish_nowait("slow.sync", {"n": n})
+        deadline = _time.monotonic() + 5
+        while bus.get_stats()["handler_timeouts"] < 1 and _time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        release.set()
+        assert await bus.drain(5)
+        assert bus.get_stats()["handler_timeouts"] == 1
+        while len(seen) < 10 and _time.monotonic() < deadline:  # the abandoned call ends too
+            await asyncio.sleep(0.01)
+    assert sorted(seen) == list(range(10))
+    rest = [n for n in seen if n != 3]
+    assert rest == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert contexts == {n: "ctx-1" if n < 6 else "ctx-2" for n in range(10)}
