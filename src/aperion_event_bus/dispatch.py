@@ -392,12 +392,13 @@ class Dispatcher:
         """Admit a fire-and-forget event (a counter step: no ``max_pending_events``)
         and hand it to its lanes, from any thread. From another thread it travels
         through the ingress as an ``(event, subs, ctx)`` tuple, not a chain record."""
-        if self.on_loop_thread():
+        if _running_loop() is self.quick_loop:  # on the loop thread (never true for None)
             self.dispatch_new(event, subs, ctx)
             return
         next(self._acc)
         self._ingress.append((event, subs, ctx))
-        self._schedule_ingress()
+        if not self._ingress_scheduled:
+            self._schedule_ingress()
 
     def try_admit(self, chain: _Chain) -> bool | None:
         """Count ``chain`` as pending. True: admitted. False: dropped (DROP).
