@@ -621,9 +621,7 @@ class EventBus:
             self._published += 1
             if self.metrics is not None:
                 self._count_metrics(ev)
-            subs = self._registry.cache.get(event)
-            if subs is None:
-                subs = self._registry.match(event)
+            subs = self._registry.cache.get(event) or self._registry.match(event)
             if subs:
                 d.dispatch_new(ev, subs, self._snapshot())
             return ev
@@ -934,7 +932,7 @@ class EventBus:
             )
         if self._quick(event_type, payload):
             ev = self._envelope(event_type, payload, source, correlation_id, None)
-            subs = self._registry.match(event_type)
+            subs = self._registry.cache.get(event_type) or self._registry.match(event_type)
         else:
             ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
             if self.store is not None:
