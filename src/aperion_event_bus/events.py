@@ -7,6 +7,7 @@ events: correlation id, causation id (the parent event) and W3C trace context.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -77,10 +78,16 @@ class Event(_EventSlots):
             raise ValidationError("event_type must be a non-empty string", event_type)
         if not isinstance(payload, Mapping):
             raise ValidationError("payload must be a dict", event_type)
+        stamp = time.time() if timestamp is None else float(timestamp)
+        if not math.isfinite(stamp):
+            raise ValidationError(
+                f"timestamp must be a finite number of seconds since the epoch, not {timestamp!r}",
+                event_type,
+            )
         put = object.__setattr__
         put(self, "event_type", event_type)
         put(self, "payload", freeze_payload(payload))
-        put(self, "timestamp", time.time() if timestamp is None else float(timestamp))
+        put(self, "timestamp", stamp)
         put(self, "event_id", new_event_id() if event_id is None else event_id)
         put(self, "source", source)
         put(self, "correlation_id", correlation_id)

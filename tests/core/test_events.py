@@ -136,6 +136,18 @@ def test_pickle_and_copy_keep_equality() -> None:
         event.replace(nope=1)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_timestamp_is_rejected_at_construction(bad: float) -> None:
+    """JSON cannot carry NaN/Infinity: such an event could be neither stored nor
+    exported, so it is refused up front with a message naming the field."""
+    with pytest.raises(ValidationError, match="timestamp must be a finite number"):
+        Event("x.y", {}, timestamp=bad)
+    with pytest.raises(ValidationError, match="timestamp"):
+        Event("x.y", {}).replace(timestamp=bad)
+    with pytest.raises(ValidationError, match="timestamp"):
+        Event.from_dict({"event_type": "x.y", "payload": {}, "timestamp": bad, "event_id": "evt_1"})
+
+
 def test_ids_unique_and_time_ordered() -> None:
     ids = [new_event_id() for _ in range(50_000)]
     assert len(set(ids)) == len(ids)

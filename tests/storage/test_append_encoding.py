@@ -85,10 +85,8 @@ ENVELOPES: list[dict[str, object]] = [
     {"timestamp": 0.1},
     {"timestamp": 1e22},  # repr 1e+22
     {"timestamp": 5e-324},
-    {"timestamp": float("nan")},  # the encoder's word NaN: written by dumps
-    {"timestamp": float("inf")},
     {"source": _Tag("a str subclass")},
-]
+]  # (NaN and infinite timestamps are refused by Event itself: ValidationError)
 
 
 @pytest.mark.parametrize("fields", ENVELOPES)
@@ -100,8 +98,7 @@ def test_envelopes_are_written_exactly_as_dumps_writes_them(fields: dict[str, ob
 
 
 async def test_odd_envelope_fields_are_stored_exactly_as_to_jsonl(store: SQLiteStore) -> None:
-    finite = ENVELOPES[:5] + ENVELOPES[7:]  # (a NaN timestamp has no REAL column value)
-    events = [Event("data.stored", {"i": i}, **f) for i, f in enumerate(finite)]  # type: ignore[arg-type]
+    events = [Event("data.stored", {"i": i}, **f) for i, f in enumerate(ENVELOPES)]  # type: ignore[arg-type]
     await store.append_many(events, ["a"])
     assert [r[5] for r in rows(store)] == [e.to_jsonl() for e in events]
 
