@@ -838,14 +838,15 @@ class Dispatcher:
                 mailbox.popleft()
                 ctx = base.copy()  # contexts are shared between events: run in a copy
                 start = _perf()
+                outcome: Outcome | None = None
                 try:
                     coro = ctx.run(_enter_async, handler, event, event)
                     yielded = ctx.run(coro.send, None)
                 except StopIteration:
                     if observer is not None:
-                        self.settle(sub, event, None, (None, None, False, _perf() - start, 1))
+                        outcome = (None, None, False, _perf() - start, 1)
                 except Exception as exc:
-                    self.settle(sub, event, None, (None, exc, False, _perf() - start, 1))
+                    outcome = (None, exc, False, _perf() - start, 1)
                 except BaseException as exc:
                     lane.running -= 1
                     chain = chain or _started_chain(event, sub, base)
@@ -863,6 +864,8 @@ class Dispatcher:
                     next(fin)
                 else:
                     self._finish(chain)
+                if outcome is not None:  # reported after the lane's bookkeeping: a failing
+                    self.settle(sub, event, None, outcome)  # observer cannot wedge the lane
             return _BURST_DONE
         finally:
             if self._idle_waiters:

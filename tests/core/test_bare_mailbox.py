@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from typing import Any
 
 from aperion_event_bus import Event, EventBus
 
@@ -204,3 +205,33 @@ async def test_sync_timeout_inside_a_batch_of_bare_events() -> None:
     rest = [n for n in seen if n != 3]
     assert rest == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert contexts == {n: "ctx-1" if n < 6 else "ctx-2" for n in range(10)}
+
+
+async def test_a_failing_observer_does_not_wedge_the_lane(caplog: Any) -> None:
+    """If reporting an outcome raises (a broken metrics backend), the lane's
+    bookkeeping is already done: later events still run and drain() completes."""
+
+    class Broken:
+        def handler_finished(self, *args: Any) -> None:
+            raise RuntimeError("metrics backend down")
+
+        def handler_retry(self, *args: Any) -> None:
+            pass
+
+    handled: list[int] = []
+    async with EventBus() as bus:
+
+        @bus.on("obs.x")
+        async def handler(e: Event) -> None:
+            handled.append(e.payload["n"])
+
+        bus._dispatcher.observer = Broken()  # type: ignore[assignment]
+        for n in range(5):
+            bus.publish_nowait("obs.x", {"n": n})
+        assert await bus.drain(5)
+        bus._dispatcher.observer = None
+        for n in range(5, 8):
+            bus.publish_nowait("obs.x", {"n": n})
+        assert await bus.drain(5)
+        assert bus.get_pending_count() == 0
+    assert handled[-3:] == [5, 6, 7]

@@ -195,3 +195,43 @@ async def test_recover_redelivers_pipelined_batches_in_publish_order(tmp_path: P
     for w, ids in enumerate(per_publisher):
         assert [e.event_id for e in seen if e.payload["w"] == w] == ids
     await bus2.close()
+
+
+def test_open_batches_are_kept_per_event_loop(store: SQLiteStore) -> None:
+    """Two loops joining batches on one store at the same time: each keeps its own
+    open batch, so ``flush()`` on one loop commits that loop's appends made before
+    it even while another loop has a batch open."""
+    a_joined, b_joined = threading.Event(), threading.Event()
+    ev_a, ev_b = Event("order.a", {"n": 1}), Event("order.b", {"n": 2})
+    found: list[bool] = []
+    errors: list[BaseException] = []
+
+    async def loop_a() -> None:
+        batch, _ = store.join_commit(ev_a, ())
+        a_joined.set()
+        assert b_joined.wait(5)  # blocks this loop on purpose: its batch stays open
+        # loop B's batch did not replace it (white-box: flush queues this one first)
+        assert store._open_batches.get(asyncio.get_running_loop()) is batch
+        await store.flush()
+        found.append(store.get_event(ev_a.event_id) is not None)
+
+    async def loop_b() -> None:
+        assert a_joined.wait(5)
+        batch, _ = store.join_commit(ev_b, ())
+        b_joined.set()
+        await asyncio.wait_for(asyncio.shield(batch.future), 5)
+
+    def run(main: Any) -> None:
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in (loop_a, loop_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert errors == []
+    assert found == [True]
+    assert store.get_event(ev_b.event_id) is not None

@@ -150,7 +150,9 @@ class SQLiteStore:
         self.compact_interval_seconds = compact_interval_seconds
         self.force_retention = force_retention
         self._writer: GroupCommitWriter | None = None
-        self._open_batch: CommitBatch | None = None  # appends of this loop iteration
+        # appends of the current loop iteration, one open batch per event loop (a
+        # store may serve buses on several loops; each loop touches only its own key)
+        self._open_batches: dict[asyncio.AbstractEventLoop, CommitBatch] = {}
         self._reader_pool: ReaderPool | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -333,11 +335,11 @@ class SQLiteStore:
         committed together and share ``batch.future``; see ``_batch`` for how to await
         it (the bus does). For callers that pass an ``Event`` and a tuple of valid
         names. Call it on a running event loop."""
-        batch = self._open_batch
         loop = asyncio.get_running_loop()
-        if batch is None or batch.loop is not loop:
+        batch = self._open_batches.get(loop)
+        if batch is None:
             self._active_writer()  # raises once closed
-            batch = self._open_batch = CommitBatch(loop)
+            batch = self._open_batches[loop] = CommitBatch(loop)
             loop.call_soon(self._queue_batch, batch)
         entries = batch.entries
         entries.append(((event,), durable_names))
@@ -350,8 +352,8 @@ class SQLiteStore:
         if batch.queued:
             return
         batch.queued = True
-        if self._open_batch is batch:
-            self._open_batch = None
+        if self._open_batches.get(batch.loop) is batch:
+            del self._open_batches[batch.loop]
         try:
             self._active_writer().submit(
                 Op(_APPEND_BATCH, batch, batch, batch.loop, None, len(batch.entries))
@@ -362,8 +364,9 @@ class SQLiteStore:
     def _queue_open_batch(self) -> None:
         """Queue the open batch now if it belongs to the loop running in this thread
         (``flush`` and ``close`` must come after the appends made before them)."""
-        batch = self._open_batch
-        if batch is not None and batch.loop is running_loop():
+        loop = running_loop()
+        batch = self._open_batches.get(loop) if loop is not None else None
+        if batch is not None:
             self._queue_batch(batch)
 
     def append_sync(self, event: Event, durable_names: Sequence[str] = ()) -> None:
