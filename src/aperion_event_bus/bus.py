@@ -618,9 +618,10 @@ class EventBus:
         if _running_loop() is d.quick_loop and self._quick(event, payload):
             # Hot path: on the bus loop, unbounded: no admission lock, no ingress hop.
             ev = self._envelope(event, payload, source, correlation_id, causation_id)  # type: ignore[arg-type]
-            self._published += 1
-            if self.metrics is not None:
-                self._count_metrics(ev)
+            if self._audit is None and self.metrics is None:
+                self._published += 1  # all _count_published would do, without the call
+            else:
+                self._count_published(ev)
             subs = self._registry.cache.get(event) or self._registry.match(event)
             if subs:
                 d.dispatch_new(ev, subs, self._snapshot())
@@ -699,7 +700,7 @@ class EventBus:
         if loop is None or loop.is_closed():
             d = self._ensure_loop()
         if self._audit is None and self.metrics is None:
-            self._published += 1  # _count_published without a call (emit's hot path)
+            self._published += 1  # all _count_published would do, without the call
         else:
             self._count_published(ev)
         if not subs:
@@ -1226,12 +1227,8 @@ class EventBus:
         if self._audit is not None:
             self._audit.log(event)
         if self.metrics is not None:
-            self._count_metrics(event)
-
-    def _count_metrics(self, event: Event) -> None:
-        assert self.metrics is not None
-        self.metrics.record_event_emitted(event.event_type, source=event.source)
-        self.metrics.update_pending_count(self._dispatcher.pending)
+            self.metrics.record_event_emitted(event.event_type, source=event.source)
+            self.metrics.update_pending_count(self._dispatcher.pending)
 
     # ================================================================ stats
     def get_stats(self) -> dict[str, Any]:
