@@ -175,6 +175,7 @@ class _Lane:
         "markers",
         "running",
         "sub",
+        "successor",
         "tail_ctx",
         "waiter",
         "workers",
@@ -191,10 +192,14 @@ class _Lane:
         self.head_ctx: Context | None = None
         self.tail_ctx: Context | None = None
         self.markers = 0
+        self.successor: _Lane | None = None  # the lane that took over when this one died
         if old is not None:  # take over what a dead lane left queued
             self.mailbox = old.mailbox
+            # deliveries still running on the dead lane (direct ones, in a publisher's
+            # task) keep counting; they release the successor (see Dispatcher._release_lane)
             self.running = old.running
             self.head_ctx, self.tail_ctx, self.markers = old.head_ctx, old.tail_ctx, old.markers
+            old.successor = self
 
     def append(self, chain: _Chain) -> None:
         """Queue a chain record (its own context becomes the tail context)."""
@@ -684,8 +689,11 @@ class Dispatcher:
                         pass
 
     # ------------------------------------------------------------------- lanes
-    def _take(self, lane: _Lane) -> _Chain | None:
-        """Pop the head chain if this lane may start it now (counted as running)."""
+    def _take(self, lane: _Lane, held: int = 0) -> _Chain | None:
+        """Pop the head chain if this lane may start it now (counted as running).
+
+        ``held``: running counts the caller already holds for this lane (a batch
+        being taken), which do not count against the lane's concurrency."""
         mailbox = lane.mailbox
         sub = lane.sub
         while True:
@@ -695,7 +703,7 @@ class Dispatcher:
             if chain.state == DROPPED:
                 mailbox.popleft()
                 continue
-            if lane.running >= sub.concurrency:
+            if lane.running - held >= sub.concurrency:
                 return None
             if not self.parallel and chain.subs[chain.idx] is not sub:
                 return None
@@ -987,12 +995,12 @@ class Dispatcher:
                     return
                 await self._wait(lane)
                 continue
-            handler = sub.handler
+            handler = sub.handler  # the batch holds one running count (see _take_batch)
             if handler is None or lane.closing or not sub.active:
                 handler = None
+                lane.running -= 1
                 self._advance_all(batch)
                 continue
-            lane.running += 1
             try:
                 done = await self._run_sync_batch(sub, handler, batch, ctxs)
             except BaseException as exc:
@@ -1013,14 +1021,18 @@ class Dispatcher:
 
     def _take_batch(self, lane: _Lane, limit: int) -> tuple[list[_Batched], list[Context]]:
         """Up to ``limit`` deliveries the lane may start now, in order, and the
-        context of each; the batch as a whole counts as one running delivery.
-        Bare events and plain single-subscription chains are taken in one loop (no
-        call or record per event); anything else goes through ``_take``."""
+        context of each; a non-empty batch holds one running count of the lane (the
+        caller releases it when the batch is done), so from the first pop on,
+        lanes_idle() in another thread sees work. Bare events and plain
+        single-subscription chains are taken in one loop (no call or record per
+        event); anything else goes through ``_take``."""
         batch: list[_Batched] = []
         ctxs: list[Context] = []
         mailbox = lane.mailbox
+        held = 0
         if self._queued is None and lane.running < lane.sub.concurrency:
-            lane.running += 1  # while popping: lanes_idle() in another thread sees work
+            lane.running += 1
+            held = 1
             while mailbox and len(batch) < limit:
                 entry = mailbox[0]
                 if type(entry) is Event:  # bare fire-and-forget event (see _Lane)
@@ -1037,15 +1049,18 @@ class Dispatcher:
                     continue
                 mailbox.popleft()
                 batch.append(entry)
-            lane.running -= 1
         take = self._take
         while len(batch) < limit:
-            taken = take(lane)
+            taken = take(lane, held)
             if taken is None:
                 break
-            lane.running -= 1
+            if held:
+                lane.running -= 1  # the batch keeps the one count it holds
+            held = 1
             batch.append(taken)
             ctxs.append(taken.ctx)
+        if held and not batch:
+            lane.running -= 1
         return batch, ctxs
 
     def _advance_all(self, chains: list[_Batched]) -> None:
@@ -1491,6 +1506,8 @@ class Dispatcher:
         return lane
 
     def _release_lane(self, lane: _Lane) -> None:
+        while lane.successor is not None:  # the lane died meanwhile: its count moved on
+            lane = lane.successor
         lane.running -= 1
         if lane.mailbox:
             lane.wake()

@@ -868,3 +868,67 @@ async def test_many_subscriptions_and_patterns() -> None:
             bus.publish_nowait("many.x", {})
         assert await bus.drain(5)
     assert hits == 200 * 11
+
+
+async def test_direct_delivery_releases_the_lane_that_replaced_a_dead_one() -> None:
+    """A waited publish running in the publisher's task holds its lane; if the lane's
+    worker is cancelled from outside meanwhile, the replacement lane inherits that
+    count and the direct delivery must release the replacement (it used to release
+    the dead lane, leaving the new one 'busy' forever and the queued event stuck)."""
+    seen: list[int] = []
+    gate = asyncio.Event()
+    async with EventBus(handler_timeout=5) as bus:
+
+        async def h(e: Event) -> None:
+            seen.append(e.payload["n"])
+            if e.payload["n"] == 1:
+                await gate.wait()
+
+        sub = bus.on("lane.swap", h)
+        first = asyncio.create_task(bus.publish("lane.swap", {"n": 1}))  # direct: lanes idle
+        while not seen:
+            await asyncio.sleep(0)
+        bus.publish_nowait("lane.swap", {"n": 2})  # queued behind the running delivery
+        old_lane = sub._lane
+        for worker in old_lane.workers:
+            worker.cancel()  # e.g. a library cancelling tasks it does not own
+        await asyncio.sleep(0.01)
+        assert sub._lane is not old_lane  # a replacement took over the mailbox
+        assert seen == [1]  # and still waits for the direct delivery
+        gate.set()
+        assert (await first).ok
+        assert await bus.drain(2)
+        assert seen == [1, 2]
+        assert sub._lane.running == 0
+    gc.collect()  # finalise the dead lane worker here
+
+
+async def test_sync_batch_counts_as_running_from_its_first_pop() -> None:
+    """While the loop takes a batch for a sync lane, the lane is never seen idle
+    (empty mailbox and nothing running): a waited emit from another thread would
+    otherwise run inline ahead of events it published earlier."""
+    observed: list[tuple[int, int]] = []
+    async with EventBus() as bus:
+        sub = bus.on("batch.count", lambda e: None)
+        d = bus._dispatcher
+        for n in range(5):
+            bus.publish_nowait("batch.count", {"n": n})
+        lane = sub._lane
+        assert lane is not None
+        real_take = d._take
+
+        def watching_take(lane_: Any, held: int = 0) -> Any:
+            observed.append((len(lane_.mailbox), lane_.running))
+            return real_take(lane_, held)
+
+        d._take = watching_take  # type: ignore[method-assign]
+        try:
+            batch, _ctxs = d._take_batch(lane, 100)
+            assert len(batch) == 5
+            assert lane.running == 1  # held by the batch until the worker finishes it
+            assert all(running >= 1 for _size, running in observed)
+            lane.running -= 1
+            d._advance_all(batch)
+        finally:
+            del d._take
+    assert not observed or observed[-1][0] == 0
