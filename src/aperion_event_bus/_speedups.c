@@ -1,0 +1,607 @@
+/*
+ * aperion_event_bus._speedups: optional C accelerator (CPython 3.11+ C API).
+ *
+ * Every function here has a pure-Python twin that stays the reference
+ * (_ids.py, _frozen.py, events.py, bus.py, dispatch.py); the Python modules
+ * configure this module at import and fall back to their own code whenever a
+ * case is not handled here. Behaviour must be identical: same id text, same
+ * payload copy, same Event slots, same mailbox format.
+ *
+ * Thread safety: every function runs with the GIL held and calls no Python
+ * code between reading and updating shared state (the id counter).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define N_FIELDS 9
+#define NODE_LEN 12
+
+/* ------------------------------------------------------------------ state */
+
+/* ids (see _ids.py): one counter + node per process, re-seeded after fork */
+static uint32_t id_next;                  /* the counter's next value (mod 2**32) */
+static char id_node[NODE_LEN];            /* 12 lowercase hex digits */
+static PyObject *id_node_str;             /* the same, as str */
+static int id_seeded;
+
+/* payload freezing (see _frozen.py) */
+static PyTypeObject *frozen_dict_type;    /* _frozen.FrozenDict */
+static PyObject *freeze_fallback;         /* _frozen._py_freeze_payload */
+static int frozen_is_plain_dict;          /* FrozenDict(d) is dict_new + merge */
+
+/* events (see events.py) */
+static PyTypeObject *event_type;          /* events.Event */
+static PyObject *event_fallback;          /* events._FastEvent (keyword calls) */
+static Py_ssize_t field_offset[N_FIELDS]; /* slot offsets, ENVELOPE_FIELDS order */
+
+static PyObject *empty_tuple;
+static PyObject *str_evt;                 /* "evt_" */
+static PyObject *str_empty;               /* "" */
+
+static const char HEX[] = "0123456789abcdef";
+
+/* ------------------------------------------------------------------ clock */
+
+/* time.time() exactly as CPython computes it (CLOCK_REALTIME, ns -> float) */
+static int
+wall_ns(int64_t *out)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *out = (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+    return 0;
+}
+
+static double
+ns_to_seconds(int64_t t)
+{
+    if (t % 1000000000 == 0) {
+        return (double)(t / 1000000000);
+    }
+    return (double)t / 1e9;
+}
+
+/* -------------------------------------------------------------------- ids */
+
+static inline uint32_t
+next_count(void)
+{
+    return id_next++; /* GIL held, no Python code in between: atomic for threads */
+}
+
+static int
+ids_ready(void)
+{
+    if (!id_seeded) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: ids are not seeded");
+        return 0;
+    }
+    return 1;
+}
+
+static void
+put_hex(char *out, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = HEX[v & 15];
+        v >>= 4;
+    }
+}
+
+static int
+hex_digits(uint64_t v)
+{
+    int n = 1;
+    while (v >>= 4) {
+        n++;
+    }
+    return n;
+}
+
+/* prefix + hex(ms) (at least 11 digits) + 8 digits of n + node; ms >= 0 */
+static PyObject *
+format_id(PyObject *prefix, uint64_t ms, uint32_t n)
+{
+    char rest[16 + 8 + NODE_LEN];
+    int width = hex_digits(ms);
+    if (width < 11) {
+        width = 11;
+    }
+    put_hex(rest, ms, width);
+    put_hex(rest + width, n, 8);
+    memcpy(rest + width + 8, id_node, NODE_LEN);
+    Py_ssize_t rest_len = width + 8 + NODE_LEN;
+    if (PyUnicode_IS_ASCII(prefix)) {
+        Py_ssize_t plen = PyUnicode_GET_LENGTH(prefix);
+        PyObject *out = PyUnicode_New(plen + rest_len, 127);
+        if (out == NULL) {
+            return NULL;
+        }
+        Py_UCS1 *data = PyUnicode_1BYTE_DATA(out);
+        memcpy(data, PyUnicode_1BYTE_DATA(prefix), plen);
+        memcpy(data + plen, rest, rest_len);
+        return out;
+    }
+    PyObject *tail = PyUnicode_FromStringAndSize(rest, rest_len);
+    if (tail == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyUnicode_Concat(prefix, tail);
+    Py_DECREF(tail);
+    return out;
+}
+
+/* Generic text for out-of-range times: the Python twin's f-string, piece by piece */
+static PyObject *
+format_with(PyObject *value, const char *spec)
+{
+    PyObject *fmt = PyUnicode_FromString(spec);
+    if (fmt == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyObject_Format(value, fmt);
+    Py_DECREF(fmt);
+    return out;
+}
+
+static PyObject *
+slow_event_id(PyObject *ms_obj, uint32_t n)
+{
+    PyObject *high = NULL, *low = NULL, *a = NULL, *b = NULL, *c = NULL, *out = NULL;
+    PyObject *high_n = PyLong_FromUnsignedLong(n >> 8);
+    PyObject *low_n = PyLong_FromUnsignedLong(n & 0xFF);
+    if (high_n == NULL || low_n == NULL) {
+        goto done;
+    }
+    a = format_with(ms_obj, "011x");
+    high = format_with(high_n, "06x");
+    low = format_with(low_n, "02x");
+    if (a == NULL || high == NULL || low == NULL) {
+        goto done;
+    }
+    out = PyUnicode_FromFormat("evt_%U%U%U%U", a, high, low, id_node_str);
+done:
+    Py_XDECREF(high_n);
+    Py_XDECREF(low_n);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(c);
+    Py_XDECREF(high);
+    Py_XDECREF(low);
+    return out;
+}
+
+/* the evt_ id of Unix time `now` (seconds); steps the counter first, like the twin */
+static PyObject *
+event_id_for(double now)
+{
+    uint32_t n = next_count();
+    double x = now * 1000.0;
+    if (x >= 0.0 && x < 9.0e18) {
+        return format_id(str_evt, (uint64_t)(int64_t)x, n);
+    }
+    PyObject *ms = PyLong_FromDouble(x); /* int(): raises for NaN and infinities */
+    if (ms == NULL) {
+        return NULL;
+    }
+    PyObject *out = slow_event_id(ms, n);
+    Py_DECREF(ms);
+    return out;
+}
+
+static PyObject *
+sp_seed_ids(PyObject *self, PyObject *args)
+{
+    unsigned long long start;
+    PyObject *node;
+    if (!PyArg_ParseTuple(args, "KU:seed_ids", &start, &node)) {
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(node) || PyUnicode_GET_LENGTH(node) != NODE_LEN) {
+        PyErr_SetString(PyExc_ValueError, "node must be 12 hex digits");
+        return NULL;
+    }
+    memcpy(id_node, PyUnicode_1BYTE_DATA(node), NODE_LEN);
+    Py_INCREF(node);
+    Py_XSETREF(id_node_str, node);
+    id_next = (uint32_t)(start & 0xFFFFFFFFull);
+    id_seeded = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_event_id_at(PyObject *self, PyObject *now)
+{
+    if (!ids_ready()) {
+        return NULL;
+    }
+    if (PyFloat_CheckExact(now)) {
+        return event_id_for(PyFloat_AS_DOUBLE(now));
+    }
+    /* any other number: int(now * 1000), as the twin computes it */
+    uint32_t n = next_count();
+    PyObject *thousand = PyLong_FromLong(1000);
+    if (thousand == NULL) {
+        return NULL;
+    }
+    PyObject *scaled = PyNumber_Multiply(now, thousand);
+    Py_DECREF(thousand);
+    if (scaled == NULL) {
+        return NULL;
+    }
+    PyObject *ms = PyNumber_Long(scaled);
+    Py_DECREF(scaled);
+    if (ms == NULL) {
+        return NULL;
+    }
+    PyObject *out;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(ms, &overflow);
+    if (!overflow && v >= 0) {
+        out = format_id(str_evt, (uint64_t)v, n);
+    }
+    else {
+        out = slow_event_id(ms, n);
+    }
+    Py_DECREF(ms);
+    return out;
+}
+
+static PyObject *
+sp_new_event_id(PyObject *self, PyObject *unused)
+{
+    int64_t ns;
+    if (!ids_ready() || wall_ns(&ns) < 0) {
+        return NULL;
+    }
+    return event_id_for(ns_to_seconds(ns));
+}
+
+static PyObject *
+sp_new_id(PyObject *self, PyObject *prefix)
+{
+    int64_t ns;
+    if (!ids_ready() || wall_ns(&ns) < 0) {
+        return NULL;
+    }
+    PyObject *text = PyObject_Format(prefix, str_empty); /* as the f-string does */
+    if (text == NULL) {
+        return NULL;
+    }
+    int64_t ms = ns / 1000000;
+    if (ns % 1000000 != 0 && ns < 0) {
+        ms -= 1; /* floor division, like // */
+    }
+    uint32_t n = next_count();
+    PyObject *out;
+    if (ms >= 0) {
+        out = format_id(text, (uint64_t)ms, n);
+    }
+    else { /* before 1970: the twin's arithmetic on Python ints */
+        out = NULL;
+        PyObject *v = PyLong_FromLongLong(ms);
+        PyObject *shift = PyLong_FromLong(32);
+        PyObject *low = PyLong_FromUnsignedLong(n);
+        PyObject *shifted = (v && shift) ? PyNumber_Lshift(v, shift) : NULL;
+        PyObject *joined = (shifted && low) ? PyNumber_Or(shifted, low) : NULL;
+        PyObject *digits = joined ? format_with(joined, "019x") : NULL;
+        if (digits != NULL) {
+            out = PyUnicode_FromFormat("%U%U%U", text, digits, id_node_str);
+        }
+        Py_XDECREF(v);
+        Py_XDECREF(shift);
+        Py_XDECREF(low);
+        Py_XDECREF(shifted);
+        Py_XDECREF(joined);
+        Py_XDECREF(digits);
+    }
+    Py_DECREF(text);
+    return out;
+}
+
+/* The shared counter as an iterator, so the Python twin steps the same counter */
+typedef struct {
+    PyObject_HEAD
+} CounterObject;
+
+static PyObject *
+counter_next(PyObject *self)
+{
+    return PyLong_FromUnsignedLong(next_count());
+}
+
+static PyTypeObject CounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aperion_event_bus._speedups.IdCounter",
+    .tp_basicsize = sizeof(CounterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The process's shared id counter (next() steps it).",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = counter_next,
+};
+
+/* ---------------------------------------------------------------- payload */
+
+static int
+flat_scalars(PyObject *dict)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return 0;
+        }
+        if (value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
+            PyFloat_CheckExact(value) || PyBool_Check(value)) {
+            continue;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* FrozenDict(payload) for an exact dict: what type_call -> dict_new -> dict_init does */
+static PyObject *
+frozen_copy(PyObject *payload)
+{
+    if (!frozen_is_plain_dict) {
+        return PyObject_CallOneArg((PyObject *)frozen_dict_type, payload);
+    }
+    PyObject *fd = PyDict_Type.tp_new(frozen_dict_type, empty_tuple, NULL);
+    if (fd == NULL) {
+        return NULL;
+    }
+    if (PyDict_Merge(fd, payload, 1) < 0) {
+        Py_DECREF(fd);
+        return NULL;
+    }
+    return fd;
+}
+
+static PyObject *
+freeze(PyObject *payload)
+{
+    if (Py_IS_TYPE(payload, frozen_dict_type)) {
+        return Py_NewRef(payload);
+    }
+    if (PyDict_CheckExact(payload) && flat_scalars(payload)) {
+        return frozen_copy(payload);
+    }
+    return PyObject_CallOneArg(freeze_fallback, payload);
+}
+
+static PyObject *
+sp_set_frozen(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O:set_frozen", &PyType_Type, &cls, &fallback)) {
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)cls;
+    if (!PyType_IsSubtype(t, &PyDict_Type)) {
+        PyErr_SetString(PyExc_TypeError, "FrozenDict must subclass dict");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(frozen_dict_type, t);
+    Py_INCREF(fallback);
+    Py_XSETREF(freeze_fallback, fallback);
+    frozen_is_plain_dict = t->tp_new == PyDict_Type.tp_new && t->tp_init == PyDict_Type.tp_init &&
+                           t->tp_basicsize == PyDict_Type.tp_basicsize;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_freeze_payload(PyObject *self, PyObject *payload)
+{
+    if (frozen_dict_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: FrozenDict is not configured");
+        return NULL;
+    }
+    return freeze(payload);
+}
+
+/* ------------------------------------------------------------------ event */
+
+static const char *FIELD_NAMES[N_FIELDS] = {
+    "event_type", "payload",  "timestamp",   "event_id",   "source",
+    "correlation_id", "causation_id", "traceparent", "tracestate",
+};
+
+/* An Event with its slots filled from `values` (borrowed; NULL -> None), no checks:
+ * what events._FastEvent does. */
+static PyObject *
+new_event(PyObject *const *values, Py_ssize_t n)
+{
+    PyObject *ev = event_type->tp_alloc(event_type, 0);
+    if (ev == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < N_FIELDS; i++) {
+        PyObject *v = (i < n && values[i] != NULL) ? values[i] : Py_None;
+        *(PyObject **)((char *)ev + field_offset[i]) = Py_NewRef(v);
+    }
+    return ev;
+}
+
+static PyObject *
+sp_set_event(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *layout, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O!O:set_event", &PyType_Type, &cls, &PyType_Type, &layout,
+                          &fallback)) {
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)cls;
+    if (!PyType_IsSubtype(t, (PyTypeObject *)layout) || t->tp_itemsize != 0 ||
+        t->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "Event must be a slotted subclass of the layout");
+        return NULL;
+    }
+    Py_ssize_t offsets[N_FIELDS];
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *descr = PyObject_GetAttrString(layout, FIELD_NAMES[i]);
+        if (descr == NULL) {
+            return NULL;
+        }
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type);
+        if (ok) {
+            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+            ok = m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
+                 m->offset + (Py_ssize_t)sizeof(PyObject *) <= t->tp_basicsize;
+            offsets[i] = m->offset;
+        }
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Event.%s is not a plain slot", FIELD_NAMES[i]);
+            return NULL;
+        }
+    }
+    memcpy(field_offset, offsets, sizeof(offsets));
+    Py_INCREF(cls);
+    Py_XSETREF(event_type, t);
+    Py_INCREF(fallback);
+    Py_XSETREF(event_fallback, fallback);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_make_event(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: Event is not configured");
+        return NULL;
+    }
+    if (kwnames != NULL || n < 4 || n > N_FIELDS) { /* the twin reports or handles it */
+        return PyObject_Vectorcall(event_fallback, args, nargsf, kwnames);
+    }
+    return new_event(args, n);
+}
+
+/* The non-traced envelope of bus._envelope, after correlation/causation lookup:
+ * one clock read for timestamp and id, the id, the frozen payload, the Event. */
+static PyObject *
+build_event(PyObject *etype, PyObject *payload, PyObject *source, PyObject *correlation_id,
+            PyObject *causation_id)
+{
+    int64_t ns;
+    if (wall_ns(&ns) < 0) {
+        return NULL;
+    }
+    double now = ns_to_seconds(ns);
+    PyObject *event_id = event_id_for(now);
+    if (event_id == NULL) {
+        return NULL;
+    }
+    PyObject *frozen = freeze(payload);
+    if (frozen == NULL) {
+        Py_DECREF(event_id);
+        return NULL;
+    }
+    PyObject *stamp = PyFloat_FromDouble(now);
+    if (stamp == NULL) {
+        Py_DECREF(event_id);
+        Py_DECREF(frozen);
+        return NULL;
+    }
+    PyObject *values[7] = {
+        etype, frozen, stamp, event_id, source,
+        correlation_id != Py_None ? correlation_id : event_id, causation_id,
+    };
+    PyObject *ev = new_event(values, 7);
+    Py_DECREF(event_id);
+    Py_DECREF(frozen);
+    Py_DECREF(stamp);
+    return ev;
+}
+
+static int
+envelope_ready(void)
+{
+    if (!id_seeded || frozen_dict_type == NULL || event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: the envelope is not configured");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+sp_build_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "build_event takes 5 positional arguments");
+        return NULL;
+    }
+    if (!envelope_ready()) {
+        return NULL;
+    }
+    return build_event(args[0], args[1], args[2], args[3], args[4]);
+}
+
+/* ----------------------------------------------------------------- module */
+
+static PyMethodDef module_methods[] = {
+    {"seed_ids", sp_seed_ids, METH_VARARGS,
+     "seed_ids(start, node)\n--\n\nSet the shared id counter and the process node."},
+    {"event_id_at", sp_event_id_at, METH_O,
+     "event_id_at(now, /)\n--\n\nThe evt_ id of an event created at Unix time now."},
+    {"new_event_id", sp_new_event_id, METH_NOARGS,
+     "new_event_id()\n--\n\nA new evt_ id."},
+    {"new_id", sp_new_id, METH_O,
+     "new_id(prefix, /)\n--\n\nprefix followed by a unique, time-ordered hex id."},
+    {"set_frozen", sp_set_frozen, METH_VARARGS,
+     "set_frozen(frozen_dict, fallback)\n--\n\nConfigure payload freezing."},
+    {"freeze_payload", sp_freeze_payload, METH_O,
+     "freeze_payload(payload, /)\n--\n\nFreeze a publish payload (see _frozen.freeze_payload)."},
+    {"set_event", sp_set_event, METH_VARARGS,
+     "set_event(event, layout, fallback)\n--\n\nConfigure Event construction."},
+    {"make_event", (PyCFunction)(void (*)(void))sp_make_event, METH_FASTCALL | METH_KEYWORDS,
+     "make_event(event_type, payload, timestamp, event_id, source=None, correlation_id=None, "
+     "causation_id=None, traceparent=None, tracestate=None)\n--\n\n"
+     "An Event from already-validated, already-frozen fields."},
+    {"build_event", (PyCFunction)(void (*)(void))sp_build_event, METH_FASTCALL,
+     "build_event(event_type, payload, source, correlation_id, causation_id, /)\n--\n\n"
+     "The non-traced envelope: timestamp, id, frozen payload."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aperion_event_bus._speedups",
+    .m_doc = "Optional C accelerator; every function has a pure-Python twin.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&CounterType) < 0) {
+        return NULL;
+    }
+    empty_tuple = PyTuple_New(0);
+    str_evt = PyUnicode_InternFromString("evt_");
+    str_empty = PyUnicode_InternFromString("");
+    if (empty_tuple == NULL || str_evt == NULL || str_empty == NULL) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *counter = PyType_GenericNew(&CounterType, empty_tuple, NULL);
+    if (counter == NULL || PyModule_AddObject(m, "id_counter", counter) < 0) {
+        Py_XDECREF(counter);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,213 @@
+"""The optional C accelerator: in use when built, and identical to its Python twins.
+
+``make test`` runs the suite twice: with the accelerator (these tests check that a
+built module is really in use, so CI cannot silently test pure Python only) and
+with ``APERION_EVENT_BUS_NO_EXTENSIONS=1`` (the pure-Python reference).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aperion_event_bus
+from aperion_event_bus import _accel, _frozen, _ids, events
+from aperion_event_bus._frozen import FrozenDict, FrozenList
+from aperion_event_bus.errors import SerializationError
+from aperion_event_bus.events import Event
+
+PACKAGE_DIR = Path(aperion_event_bus.__file__).parent
+BUILT = [
+    p
+    for p in PACKAGE_DIR.iterdir()
+    if p.name.startswith("_speedups.") and p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+]
+
+needs_c = pytest.mark.skipif(not _accel.ACCELERATED, reason="C accelerator not in use")
+
+
+def test_accelerator_in_use_when_built() -> None:
+    """A built extension must be in use unless explicitly disabled."""
+    if _accel.DISABLED:
+        assert not aperion_event_bus.ACCELERATED
+        assert _ids.new_event_id is _ids._py_new_event_id
+        assert _frozen.freeze_payload is _frozen._py_freeze_payload
+        assert events._make_event is events._FastEvent
+        return
+    if os.environ.get("APERION_EVENT_BUS_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+        assert BUILT, f"no compiled _speedups module in {PACKAGE_DIR}"
+    if not BUILT:
+        pytest.skip("the C accelerator was not built (no compiler?)")
+    assert aperion_event_bus.ACCELERATED, f"{BUILT[0].name} is built but failed to load"
+    sp = _accel.speedups
+    assert sp is not None
+    assert _ids.new_event_id is sp.new_event_id
+    assert _ids.event_id_at is sp.event_id_at
+    assert _ids.new_id is sp.new_id
+    assert _frozen.freeze_payload is sp.freeze_payload
+    assert events._make_event is sp.make_event
+
+
+def test_disabled_by_environment_variable() -> None:
+    """The variable is read at import: a fresh interpreter with it set is pure Python."""
+    import subprocess
+    import sys
+
+    code = "import aperion_event_bus as a; print(a.ACCELERATED)"
+    env = {**os.environ, "APERION_EVENT_BUS_NO_EXTENSIONS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ ids
+@needs_c
+@pytest.mark.parametrize("now", [0.0, 1.5, 1e-4, 1_700_000_000.123456, 2e13, 10, -1.5, 5e18])
+def test_event_id_text_matches_twin(now: float) -> None:
+    c, py = _ids.event_id_at(now), _ids._py_event_id_at(now)
+    assert len(c) == len(py)
+    # same layout; the counter differs by exactly one step (one shared counter)
+    assert c[: len(c) - 20] == py[: len(py) - 20]
+    assert c[-12:] == py[-12:]
+    assert int(py[-20:-12], 16) == (int(c[-20:-12], 16) + 1) & 0xFFFFFFFF
+
+
+@needs_c
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_event_id_of_non_finite_time_raises_like_twin(bad: float) -> None:
+    with pytest.raises((ValueError, OverflowError)) as c_err:
+        _ids.event_id_at(bad)
+    with pytest.raises((ValueError, OverflowError)) as py_err:
+        _ids._py_event_id_at(bad)
+    assert type(c_err.value) is type(py_err.value)
+    assert str(c_err.value) == str(py_err.value)
+
+
+@needs_c
+def test_generic_ids_match_twin_and_share_the_counter() -> None:
+    for prefix in ("sub_", "dlq_", "évt_", ""):
+        c, py = _ids.new_id(prefix), _ids._py_new_id(prefix)
+        assert c.startswith(prefix) and py.startswith(prefix)
+        assert len(c) == len(py) == len(prefix) + 19 + 12
+        assert c[-12:] == py[-12:] == _ids._SOURCE.node
+        assert int(py[-20:-12], 16) == (int(c[-20:-12], 16) + 1) & 0xFFFFFFFF
+        assert abs(int(c[len(prefix) : len(prefix) + 11], 16) - time.time_ns() // 1_000_000) < 5_000
+
+
+@needs_c
+def test_event_ids_interleaved_with_twin_stay_unique_and_ordered() -> None:
+    made = []
+    for i in range(3000):
+        made.append(_ids.new_event_id() if i % 3 else _ids._py_new_event_id())
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+
+
+@needs_c
+def test_fork_reseeds_the_c_counter_and_node() -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.write(w, f"{_ids.new_event_id()} {_ids._py_new_event_id()} {_ids._SOURCE.node}".encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        c_id, py_id, node = fh.read().split()
+    os.waitpid(pid, 0)
+    assert node != _ids._SOURCE.node
+    assert c_id[-12:] == py_id[-12:] == node
+
+
+# -------------------------------------------------------------- payload
+class _Mapping(dict[str, Any]):
+    pass
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"i": 1, "s": "x", "f": 1.5, "b": True, "n": None},
+        {"nested": {"a": [1, 2, {"b": (3, 4)}]}},
+        {1: "int key"},
+        {"e": {1, 2}},
+        {"big": 2**100},
+        _Mapping(a=1),
+        FrozenDict(a=1),
+        {"ba": bytearray(b"x")},
+    ],
+)
+def test_freeze_payload_matches_twin(payload: Any) -> None:
+    c, py = _frozen.freeze_payload(payload), _frozen._py_freeze_payload(payload)
+    assert type(c) is type(py) is FrozenDict
+    assert c == py
+    assert c is not payload or type(payload) is FrozenDict
+    if type(payload) is FrozenDict:
+        assert c is payload
+    with pytest.raises(TypeError):
+        c["new"] = 1  # type: ignore[index]
+
+
+@needs_c
+def test_freeze_payload_copies_a_flat_dict() -> None:
+    payload = {"i": 1}
+    frozen = _frozen.freeze_payload(payload)
+    payload["i"] = 2
+    assert frozen == {"i": 1}
+
+
+@needs_c
+def test_freeze_payload_nested_lists_become_frozen() -> None:
+    frozen = _frozen.freeze_payload({"l": [1, [2]]})
+    assert type(frozen["l"]) is FrozenList
+
+
+@needs_c
+def test_freeze_payload_errors_match_twin() -> None:
+    class Opaque:
+        pass
+
+    with pytest.raises(SerializationError) as c_err:
+        _frozen.freeze_payload({"x": Opaque()})
+    with pytest.raises(SerializationError) as py_err:
+        _frozen._py_freeze_payload({"x": Opaque()})
+    assert str(c_err.value) == str(py_err.value)
+
+
+# ---------------------------------------------------------------- events
+@needs_c
+def test_make_event_matches_twin() -> None:
+    fields = ("a.b", FrozenDict(i=1), 1.25, "evt_x", "src", "corr", "cause", "tp", "ts")
+    for n in range(4, 10):
+        c, py = events._make_event(*fields[:n]), events._FastEvent(*fields[:n])
+        assert type(c) is type(py) is Event
+        assert c == py and repr(c) == repr(py)
+        with pytest.raises(AttributeError):
+            c.source = "x"  # type: ignore[misc]
+    kw = events._make_event("a.b", FrozenDict(), 1.0, "evt_y", correlation_id="c")
+    assert kw.correlation_id == "c" and kw.source is None
+
+
+@needs_c
+def test_build_event_matches_python_envelope() -> None:
+    sp = _accel.speedups
+    assert sp is not None
+    before = time.time()
+    ev = sp.build_event("a.b", {"i": 1}, "src", None, "cause")
+    assert before <= ev.timestamp <= time.time()
+    assert ev.event_id[4:15] == f"{int(ev.timestamp * 1000):011x}"
+    assert ev.correlation_id == ev.event_id
+    assert (ev.event_type, dict(ev.payload), ev.source, ev.causation_id) == ("a.b", {"i": 1}, "src", "cause")
+    assert ev.traceparent is None and ev.tracestate is None
+    assert type(ev.payload) is FrozenDict
+    assert sp.build_event("a.b", {}, None, "corr", None).correlation_id == "corr"
