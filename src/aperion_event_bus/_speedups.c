@@ -154,7 +154,7 @@ format_with(PyObject *value, const char *spec)
 static PyObject *
 slow_event_id(PyObject *ms_obj, uint32_t n)
 {
-    PyObject *high = NULL, *low = NULL, *a = NULL, *b = NULL, *c = NULL, *out = NULL;
+    PyObject *high = NULL, *low = NULL, *a = NULL, *out = NULL;
     PyObject *high_n = PyLong_FromUnsignedLong(n >> 8);
     PyObject *low_n = PyLong_FromUnsignedLong(n & 0xFF);
     if (high_n == NULL || low_n == NULL) {
@@ -171,8 +171,6 @@ done:
     Py_XDECREF(high_n);
     Py_XDECREF(low_n);
     Py_XDECREF(a);
-    Py_XDECREF(b);
-    Py_XDECREF(c);
     Py_XDECREF(high);
     Py_XDECREF(low);
     return out;
@@ -546,6 +544,586 @@ sp_build_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return build_event(args[0], args[1], args[2], args[3], args[4]);
 }
 
+/* ---------------------------------------------------- publish_nowait (bus) */
+
+/* what the bus hot path reads (see bus.EventBus.publish_nowait and its helpers) */
+static PyTypeObject *bus_type;            /* bus.EventBus (exact type only) */
+static PyObject *py_publish_nowait;       /* the Python method: every other case */
+static PyObject *running_loop_fn;         /* asyncio._get_running_loop */
+static PyObject *current_event_var;       /* context._current_event */
+static PyObject *correlation_var;         /* context._correlation_id */
+static int context_layout_ok;             /* Context internals checked at set_bus */
+
+static PyObject *s_dispatcher, *s_quick_loop, *s_slow_publish, *s_schemas, *s_tracer,
+    *s_audit, *s_metrics, *s_published, *s_count_published, *s_registry, *s_cache, *s_match,
+    *s_last_ctx, *s_acc, *s_place_new, *s_lane, *s_active, *s_closing, *s_dead, *s_mailbox,
+    *s_tail_ctx, *s_markers, *s_waiter, *s_wake, *s_append, *s_get, *s_event, *s_payload,
+    *s_source, *s_correlation_id, *s_causation_id, *s_event_id;
+static PyObject *int_one;
+
+/* CPython's Context object (Include/internal/pycore_context.h, 3.11-3.13); used only
+ * after set_bus verified it on live objects, to see that two snapshots share one
+ * immutable variable mapping (then they hold identical values). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars;
+    PyObject *ctx_weakreflist;
+    int ctx_entered;
+} ContextLayout;
+
+static int
+check_context_layout(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+    PyObject *a = PyContext_CopyCurrent();
+    PyObject *b = PyContext_CopyCurrent();
+    PyObject *e = PyContext_New();
+    int ok = 0;
+    if (a != NULL && b != NULL && e != NULL) {
+        PyObject *va = ((ContextLayout *)a)->ctx_vars;
+        PyObject *ve = ((ContextLayout *)e)->ctx_vars;
+        ok = va != NULL && va == ((ContextLayout *)b)->ctx_vars && ve != NULL &&
+             strcmp(Py_TYPE(va)->tp_name, "hamt") == 0 && strcmp(Py_TYPE(ve)->tp_name, "hamt") == 0 &&
+             ((ContextLayout *)a)->ctx_weakreflist == NULL && ((ContextLayout *)a)->ctx_entered == 0;
+    }
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(e);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        ok = 0;
+    }
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+static int
+is_true_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* 1 when `obj.name is None`, 0 when not, -1 on error */
+static int
+is_none_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = v == Py_None;
+    Py_DECREF(v);
+    return r;
+}
+
+static int
+add_one_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    PyObject *n = PyNumber_Add(v, int_one);
+    Py_DECREF(v);
+    if (n == NULL) {
+        return -1;
+    }
+    int r = PyObject_SetAttr(obj, name, n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* bus._snapshot(): share the previous snapshot when every value is the identical
+ * object (same mapping object: certainly; otherwise compared item by item) */
+static int
+same_context_values(PyObject *ctx, PyObject *last)
+{
+    if (context_layout_ok && ((ContextLayout *)ctx)->ctx_vars == ((ContextLayout *)last)->ctx_vars) {
+        return 1;
+    }
+    Py_ssize_t n = PyObject_Size(ctx);
+    if (n < 0) {
+        return -1;
+    }
+    Py_ssize_t m = PyObject_Size(last);
+    if (m < 0) {
+        return -1;
+    }
+    if (n != m) {
+        return 0;
+    }
+    PyObject *it = PyObject_GetIter(ctx);
+    if (it == NULL) {
+        return -1;
+    }
+    int same = 1;
+    PyObject *var;
+    while (same == 1 && (var = PyIter_Next(it)) != NULL) {
+        PyObject *value = PyObject_GetItem(ctx, var);
+        PyObject *other = value != NULL ? PyObject_GetItem(last, var) : NULL;
+        if (value == NULL) {
+            same = -1;
+        }
+        else if (other == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+                PyErr_Clear();
+                same = 0;
+            }
+            else {
+                same = -1;
+            }
+        }
+        else if (other != value) {
+            same = 0;
+        }
+        Py_XDECREF(value);
+        Py_XDECREF(other);
+        Py_DECREF(var);
+    }
+    Py_DECREF(it);
+    if (same == 1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return same;
+}
+
+static PyObject *
+snapshot(PyObject *bus)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return NULL;
+    }
+    PyObject *last = PyObject_GetAttr(bus, s_last_ctx);
+    if (last == NULL) {
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    if (last != Py_None && PyContext_CheckExact(last)) {
+        int same = same_context_values(ctx, last);
+        if (same < 0) {
+            Py_DECREF(ctx);
+            Py_DECREF(last);
+            return NULL;
+        }
+        if (same) {
+            Py_DECREF(ctx);
+            return last;
+        }
+    }
+    Py_DECREF(last);
+    if (PyObject_SetAttr(bus, s_last_ctx, ctx) < 0) {
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static int
+call_method_1(PyObject *obj, PyObject *name, PyObject *arg)
+{
+    PyObject *args[2] = {obj, arg};
+    PyObject *r = PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Dispatcher.dispatch_new + _place_new: admission counter step, then a bare event
+ * (after a Context marker when the context changed) into the single open lane's
+ * mailbox; any other case goes through the Python _place_new. */
+static int
+dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
+{
+    PyObject *acc = PyObject_GetAttr(d, s_acc);
+    if (acc == NULL) {
+        return -1;
+    }
+    PyObject *step = PyIter_Next(acc); /* next(self._acc) */
+    Py_DECREF(acc);
+    if (step == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetNone(PyExc_StopIteration);
+        }
+        return -1;
+    }
+    Py_DECREF(step);
+    if (PyTuple_CheckExact(subs) && PyTuple_GET_SIZE(subs) == 1) {
+        PyObject *sub = PyTuple_GET_ITEM(subs, 0);
+        PyObject *lane = PyObject_GetAttr(sub, s_lane);
+        if (lane == NULL) {
+            return -1;
+        }
+        int open = 0;
+        if (lane != Py_None) {
+            open = is_true_attr(sub, s_active);
+            if (open == 1) {
+                int closing = is_true_attr(lane, s_closing);
+                int dead = closing == 0 ? is_true_attr(lane, s_dead) : 0;
+                open = closing < 0 || dead < 0 ? -1 : !(closing || dead);
+            }
+        }
+        if (open < 0) {
+            Py_DECREF(lane);
+            return -1;
+        }
+        if (open) {
+            int rc = -1;
+            PyObject *mailbox = PyObject_GetAttr(lane, s_mailbox);
+            PyObject *tail = mailbox != NULL ? PyObject_GetAttr(lane, s_tail_ctx) : NULL;
+            if (tail == NULL) {
+                goto lane_done;
+            }
+            if (tail != ctx) {
+                if (call_method_1(mailbox, s_append, ctx) < 0 ||
+                    PyObject_SetAttr(lane, s_tail_ctx, ctx) < 0 || add_one_attr(lane, s_markers) < 0) {
+                    goto lane_done;
+                }
+            }
+            if (call_method_1(mailbox, s_append, ev) < 0) { /* bare: see _Lane */
+                goto lane_done;
+            }
+            int idle = is_none_attr(lane, s_waiter);
+            if (idle < 0) {
+                goto lane_done;
+            }
+            if (!idle) {
+                PyObject *r = PyObject_CallMethodNoArgs(lane, s_wake);
+                if (r == NULL) {
+                    goto lane_done;
+                }
+                Py_DECREF(r);
+            }
+            rc = 0;
+        lane_done:
+            Py_XDECREF(tail);
+            Py_XDECREF(mailbox);
+            Py_DECREF(lane);
+            return rc;
+        }
+        Py_DECREF(lane);
+    }
+    PyObject *args[4] = {d, ev, subs, ctx};
+    PyObject *r = PyObject_VectorcallMethod(s_place_new, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Call the Python publish_nowait with the caller's arguments, unchanged */
+static PyObject *
+forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t total = 1 + nargs + nkw;
+    PyObject *small[8];
+    PyObject **stack = total <= 8 ? small : PyMem_New(PyObject *, total);
+    if (stack == NULL) {
+        return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        stack[1 + i] = args[i];
+    }
+    PyObject *r = PyObject_Vectorcall(py_publish_nowait, stack, 1 + nargs, kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return r;
+}
+
+static int
+kw_is(PyObject *name, PyObject *interned)
+{
+    return name == interned || PyUnicode_Compare(name, interned) == 0;
+}
+
+/* var.get(): its value, else its default, else LookupError */
+static int
+context_var_get(PyObject *var, PyObject **out)
+{
+    if (PyContextVar_Get(var, NULL, out) < 0) {
+        return -1;
+    }
+    if (*out == NULL) {
+        PyErr_SetObject(PyExc_LookupError, var);
+        return -1;
+    }
+    return 0;
+}
+
+/* -1 error, 0 declined (forward), 1 hot path applies */
+static int
+hot_path_applies(PyObject *self, PyObject *d, PyObject *event, PyObject *payload)
+{
+    if (!PyUnicode_CheckExact(event) || !PyDict_CheckExact(payload) ||
+        PyUnicode_GET_LENGTH(event) == 0) {
+        return 0;
+    }
+    PyObject *loop = PyObject_CallNoArgs(running_loop_fn);
+    if (loop == NULL) {
+        return -1;
+    }
+    PyObject *quick = PyObject_GetAttr(d, s_quick_loop);
+    Py_DECREF(loop); /* only its identity is compared */
+    if (quick == NULL) {
+        return -1;
+    }
+    int on_loop = quick == loop;
+    Py_DECREF(quick);
+    if (!on_loop) {
+        return 0;
+    }
+    int r = is_true_attr(self, s_slow_publish);
+    if (r != 0) {
+        return r < 0 ? -1 : 0;
+    }
+    PyObject *schemas = PyObject_GetAttr(self, s_schemas);
+    if (schemas == NULL) {
+        return -1;
+    }
+    r = PySequence_Contains(schemas, event);
+    Py_DECREF(schemas);
+    if (r != 0) {
+        return r < 0 ? -1 : 0;
+    }
+    r = is_none_attr(self, s_tracer); /* a traced envelope: the Python path */
+    return r;
+}
+
+static PyObject *
+sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!Py_IS_TYPE(self, bus_type) || nargs > 2) {
+        return forward(self, args, nargs, kwnames);
+    }
+    PyObject *event = nargs > 0 ? args[0] : NULL;
+    PyObject *payload = nargs > 1 ? args[1] : Py_None;
+    PyObject *source = Py_None, *correlation_id = Py_None, *causation_id = Py_None;
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            PyObject *value = args[nargs + i];
+            if (kw_is(name, s_source)) {
+                source = value;
+            }
+            else if (kw_is(name, s_correlation_id)) {
+                correlation_id = value;
+            }
+            else if (kw_is(name, s_causation_id)) {
+                causation_id = value;
+            }
+            else if (kw_is(name, s_event) && event == NULL) {
+                event = value;
+            }
+            else if (kw_is(name, s_payload) && nargs < 2) {
+                payload = value;
+            }
+            else { /* duplicates, unknown names: the Python method reports them */
+                return forward(self, args, nargs, kwnames);
+            }
+        }
+    }
+    if (event == NULL) {
+        return forward(self, args, nargs, kwnames);
+    }
+    PyObject *d = PyObject_GetAttr(self, s_dispatcher);
+    if (d == NULL) {
+        return NULL;
+    }
+    int applies = hot_path_applies(self, d, event, payload);
+    if (applies <= 0) {
+        Py_DECREF(d);
+        return applies < 0 ? NULL : forward(self, args, nargs, kwnames);
+    }
+    /* from here on: bus._envelope, the published count, matching and dispatch_new */
+    PyObject *parent = NULL, *corr = NULL, *ev = NULL, *subs = NULL, *ctx = NULL;
+    PyObject *result = NULL;
+    if (context_var_get(current_event_var, &parent) < 0) {
+        goto done;
+    }
+    if (correlation_id == Py_None) {
+        if (context_var_get(correlation_var, &corr) < 0) {
+            goto done;
+        }
+        if (corr == Py_None && parent != Py_None) {
+            Py_DECREF(corr);
+            corr = PyObject_GetAttr(parent, s_correlation_id);
+            if (corr == NULL) {
+                goto done;
+            }
+        }
+        correlation_id = corr;
+    }
+    if (causation_id == Py_None && parent != Py_None) {
+        PyObject *cause = PyObject_GetAttr(parent, s_event_id);
+        if (cause == NULL) {
+            goto done;
+        }
+        ev = build_event(event, payload, source, correlation_id, cause);
+        Py_DECREF(cause);
+    }
+    else {
+        ev = build_event(event, payload, source, correlation_id, causation_id);
+    }
+    if (ev == NULL) {
+        goto done;
+    }
+    int plain = is_none_attr(self, s_audit);
+    if (plain == 1) {
+        plain = is_none_attr(self, s_metrics);
+    }
+    if (plain < 0) {
+        goto done;
+    }
+    if (plain ? add_one_attr(self, s_published) < 0
+              : call_method_1(self, s_count_published, ev) < 0) {
+        goto done;
+    }
+    PyObject *registry = PyObject_GetAttr(self, s_registry);
+    if (registry == NULL) {
+        goto done;
+    }
+    PyObject *cache = PyObject_GetAttr(registry, s_cache);
+    if (cache == NULL) {
+        Py_DECREF(registry);
+        goto done;
+    }
+    if (PyDict_CheckExact(cache)) {
+        subs = PyDict_GetItemWithError(cache, event);
+        Py_XINCREF(subs);
+    }
+    else {
+        PyObject *cargs[2] = {cache, event};
+        subs = PyObject_VectorcallMethod(s_get, cargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    Py_DECREF(cache);
+    int found = subs != NULL ? PyObject_IsTrue(subs) : (PyErr_Occurred() ? -1 : 0);
+    if (found < 0) {
+        Py_DECREF(registry);
+        goto done;
+    }
+    if (!found) {
+        Py_XDECREF(subs);
+        PyObject *margs[2] = {registry, event};
+        subs = PyObject_VectorcallMethod(s_match, margs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        found = subs != NULL ? PyObject_IsTrue(subs) : -1;
+    }
+    Py_DECREF(registry);
+    if (found < 0) {
+        goto done;
+    }
+    if (found) {
+        ctx = snapshot(self);
+        if (ctx == NULL || dispatch_new(d, ev, subs, ctx) < 0) {
+            goto done;
+        }
+    }
+    result = Py_NewRef(ev);
+done:
+    Py_DECREF(d);
+    Py_XDECREF(parent);
+    Py_XDECREF(corr);
+    Py_XDECREF(ev);
+    Py_XDECREF(subs);
+    Py_XDECREF(ctx);
+    return result;
+}
+
+static PyMethodDef publish_nowait_def = {
+    "publish_nowait", (PyCFunction)(void (*)(void))sp_publish_nowait, METH_FASTCALL | METH_KEYWORDS,
+    "publish_nowait($self, event, payload=None, *, source=None, correlation_id=None, "
+    "causation_id=None)\n--\n\n"
+    "Fire and forget: accept the event and return it (None if dropped).\n\n"
+    "Under the BLOCK policy with the bus full, this raises BackpressureError\n"
+    "when called from async code (it must not block the loop); use\n"
+    "``await bus.publish(..., wait=False)`` there. From a plain thread it waits.\n"
+    "(C accelerator; the Python method EventBus._py_publish_nowait is the reference.)",
+};
+
+static PyObject *
+sp_set_bus(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *py_method, *loop_fn, *cur_var, *corr_var;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!:set_bus", &PyType_Type, &cls, &py_method, &loop_fn,
+                          &PyContextVar_Type, &cur_var, &PyContextVar_Type, &corr_var)) {
+        return NULL;
+    }
+    if (!envelope_ready()) {
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(bus_type, (PyTypeObject *)cls);
+    Py_INCREF(py_method);
+    Py_XSETREF(py_publish_nowait, py_method);
+    Py_INCREF(loop_fn);
+    Py_XSETREF(running_loop_fn, loop_fn);
+    Py_INCREF(cur_var);
+    Py_XSETREF(current_event_var, cur_var);
+    Py_INCREF(corr_var);
+    Py_XSETREF(correlation_var, corr_var);
+    context_layout_ok = check_context_layout();
+    return PyDescr_NewMethod((PyTypeObject *)cls, &publish_nowait_def);
+}
+
+static int
+intern_names(void)
+{
+#define INTERN(var, text)                                  \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) { \
+        return -1;                                         \
+    }
+    INTERN(s_dispatcher, "_dispatcher");
+    INTERN(s_quick_loop, "quick_loop");
+    INTERN(s_slow_publish, "_slow_publish");
+    INTERN(s_schemas, "_schemas");
+    INTERN(s_tracer, "tracer");
+    INTERN(s_audit, "_audit");
+    INTERN(s_metrics, "metrics");
+    INTERN(s_published, "_published");
+    INTERN(s_count_published, "_count_published");
+    INTERN(s_registry, "_registry");
+    INTERN(s_cache, "cache");
+    INTERN(s_match, "match");
+    INTERN(s_last_ctx, "_last_ctx");
+    INTERN(s_acc, "_acc");
+    INTERN(s_place_new, "_place_new");
+    INTERN(s_lane, "_lane");
+    INTERN(s_active, "_active");
+    INTERN(s_closing, "closing");
+    INTERN(s_dead, "dead");
+    INTERN(s_mailbox, "mailbox");
+    INTERN(s_tail_ctx, "tail_ctx");
+    INTERN(s_markers, "markers");
+    INTERN(s_waiter, "waiter");
+    INTERN(s_wake, "wake");
+    INTERN(s_append, "append");
+    INTERN(s_get, "get");
+    INTERN(s_event, "event");
+    INTERN(s_payload, "payload");
+    INTERN(s_source, "source");
+    INTERN(s_correlation_id, "correlation_id");
+    INTERN(s_causation_id, "causation_id");
+    INTERN(s_event_id, "event_id");
+#undef INTERN
+    int_one = PyLong_FromLong(1);
+    return int_one == NULL ? -1 : 0;
+}
+
 /* ----------------------------------------------------------------- module */
 
 static PyMethodDef module_methods[] = {
@@ -570,6 +1148,9 @@ static PyMethodDef module_methods[] = {
     {"build_event", (PyCFunction)(void (*)(void))sp_build_event, METH_FASTCALL,
      "build_event(event_type, payload, source, correlation_id, causation_id, /)\n--\n\n"
      "The non-traced envelope: timestamp, id, frozen payload."},
+    {"set_bus", sp_set_bus, METH_VARARGS,
+     "set_bus(event_bus, py_publish_nowait, get_running_loop, current_event, correlation_id)\n--\n\n"
+     "Configure the publish_nowait hot path; returns the method to install on EventBus."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -590,7 +1171,7 @@ PyInit__speedups(void)
     empty_tuple = PyTuple_New(0);
     str_evt = PyUnicode_InternFromString("evt_");
     str_empty = PyUnicode_InternFromString("");
-    if (empty_tuple == NULL || str_evt == NULL || str_empty == NULL) {
+    if (empty_tuple == NULL || str_evt == NULL || str_empty == NULL || intern_names() < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&speedups_module);

@@ -1303,6 +1303,17 @@ class EventBus:
         )
 
 
+if speedups is not None:
+    # publish_nowait's hot path in C (same steps as the Python method, which stays the
+    # reference and takes every case the C code does not handle itself)
+    EventBus._py_publish_nowait = EventBus.publish_nowait  # type: ignore[attr-defined]
+    setattr(  # noqa: B010 (mypy refuses assigning to a method)
+        EventBus,
+        "publish_nowait",
+        speedups.set_bus(EventBus, EventBus.publish_nowait, _running_loop, _current_event, _correlation_id),
+    )
+
+
 def _collector(metrics: Any) -> Any:
     """``metrics=``: a MetricsCollector, a MetricsBackend (wrapped), or None."""
     if metrics is None:

@@ -26,7 +26,8 @@ PACKAGE_DIR = Path(aperion_event_bus.__file__).parent
 BUILT = [
     p
     for p in PACKAGE_DIR.iterdir()
-    if p.name.startswith("_speedups.") and p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    if p.name.startswith("_speedups.")
+    and p.name.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 ]
 
 needs_c = pytest.mark.skipif(not _accel.ACCELERATED, reason="C accelerator not in use")
@@ -61,7 +62,9 @@ def test_disabled_by_environment_variable() -> None:
 
     code = "import aperion_event_bus as a; print(a.ACCELERATED)"
     env = {**os.environ, "APERION_EVENT_BUS_NO_EXTENSIONS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -116,7 +119,9 @@ def test_fork_reseeds_the_c_counter_and_node() -> None:
     pid = os.fork()
     if pid == 0:  # child
         try:
-            os.write(w, f"{_ids.new_event_id()} {_ids._py_new_event_id()} {_ids._SOURCE.node}".encode())
+            os.write(
+                w, f"{_ids.new_event_id()} {_ids._py_new_event_id()} {_ids._SOURCE.node}".encode()
+            )
         finally:
             os._exit(0)
     os.close(w)
@@ -207,7 +212,188 @@ def test_build_event_matches_python_envelope() -> None:
     assert before <= ev.timestamp <= time.time()
     assert ev.event_id[4:15] == f"{int(ev.timestamp * 1000):011x}"
     assert ev.correlation_id == ev.event_id
-    assert (ev.event_type, dict(ev.payload), ev.source, ev.causation_id) == ("a.b", {"i": 1}, "src", "cause")
+    assert (ev.event_type, dict(ev.payload), ev.source, ev.causation_id) == (
+        "a.b",
+        {"i": 1},
+        "src",
+        "cause",
+    )
     assert ev.traceparent is None and ev.tracestate is None
     assert type(ev.payload) is FrozenDict
     assert sp.build_event("a.b", {}, None, "corr", None).correlation_id == "corr"
+
+
+# ----------------------------------------------------------- publish_nowait
+_tag: Any = __import__("contextvars").ContextVar("speedups_tag", default="-")
+
+
+def _mailbox_shape(bus: Any, sub: Any) -> list[str]:
+    from contextvars import Context
+
+    lane = sub._lane
+    return ["ctx" if type(x) is Context else type(x).__name__ for x in lane.mailbox]
+
+
+def _both_paths() -> list[str]:
+    return ["c", "python"] if _accel.ACCELERATED else ["python"]
+
+
+def _publisher(bus: Any, path: str) -> Any:
+    from aperion_event_bus import EventBus
+
+    if path == "python" and _accel.ACCELERATED:
+        return lambda *a, **k: EventBus._py_publish_nowait(bus, *a, **k)  # type: ignore[attr-defined]
+    return bus.publish_nowait
+
+
+def test_publish_nowait_is_the_c_method_when_accelerated() -> None:
+    from aperion_event_bus import EventBus
+
+    if _accel.ACCELERATED:
+        assert type(EventBus.__dict__["publish_nowait"]).__name__ == "method_descriptor"
+        assert EventBus._py_publish_nowait.__name__ == "publish_nowait"  # type: ignore[attr-defined]
+        import inspect
+
+        params = list(inspect.signature(EventBus.publish_nowait).parameters)
+        assert params == ["self", "event", "payload", "source", "correlation_id", "causation_id"]
+    else:
+        assert inspect_is_function(EventBus.__dict__["publish_nowait"])
+
+
+def inspect_is_function(obj: Any) -> bool:
+    import inspect
+
+    return inspect.isfunction(obj)
+
+
+@pytest.mark.parametrize("path", _both_paths())
+async def test_publish_nowait_envelope_markers_and_counts(path: str) -> None:
+    from aperion_event_bus import EventBus, set_correlation_id
+
+    seen: list[Event] = []
+    async with EventBus() as bus:
+        gate = asyncio_event()
+
+        async def handler(e: Event) -> None:
+            if e.payload.get("hold"):
+                await gate.wait()
+            seen.append(e)
+
+        sub = bus.on("sp.x", handler)
+        publish = _publisher(bus, path)
+        first = publish("sp.x", {"hold": True})
+        await sleep0()
+        a = publish("sp.x", {"n": 1})
+        b = publish("sp.x", payload={"n": 2}, source="src")
+        _tag.set("other")  # the context changed: a marker before the next event
+        c = publish(event="sp.x", payload={"n": 3}, correlation_id="corr", causation_id="cause")
+        token = set_correlation_id("ambient")
+        d = publish("sp.x", {"n": 4})
+        from aperion_event_bus.context import _correlation_id
+
+        _correlation_id.reset(token)
+        try:  # the first event runs (its marker is taken): the rest waits in the mailbox
+            assert _mailbox_shape(bus, sub) == ["Event", "Event", "ctx", "Event", "ctx", "Event"]
+            assert sub._lane.markers == 2
+            assert bus.get_stats()["events_published"] == 5
+            assert bus._dispatcher.pending == 5
+        finally:
+            gate.set()
+        assert await bus.drain(5)
+    assert [e.event_id for e in seen] == [
+        first.event_id,
+        a.event_id,
+        b.event_id,
+        c.event_id,
+        d.event_id,
+    ]
+    assert a.correlation_id == a.event_id and a.causation_id is None and a.source is None
+    assert b.source == "src"
+    assert (c.correlation_id, c.causation_id) == ("corr", "cause")
+    assert d.correlation_id == "ambient"
+    for e in (a, b, c, d):
+        assert type(e) is Event and type(e.payload) is FrozenDict
+        assert e.traceparent is None and e.tracestate is None
+        assert abs(e.timestamp - time.time()) < 60
+        assert e.event_id[4:15] == f"{int(e.timestamp * 1000):011x}"
+
+
+@pytest.mark.parametrize("path", _both_paths())
+async def test_publish_nowait_inside_a_handler_makes_a_child(path: str) -> None:
+    from aperion_event_bus import EventBus
+
+    children: list[Event] = []
+    async with EventBus() as bus:
+        publish = _publisher(bus, path)
+
+        async def parent(e: Event) -> None:
+            children.append(publish("sp.child", {"k": "v"}))
+
+        bus.on("sp.parent", parent)
+        bus.on("sp.child", lambda e: None)
+        root = bus.publish_nowait("sp.parent", {}, correlation_id="root-corr")
+        assert await bus.drain(5)
+    (child,) = children
+    assert child.causation_id == root.event_id
+    assert child.correlation_id == "root-corr"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), {}),
+        (("a.b", {}, {}), {}),
+        (("a.b",), {"event": "a.b"}),
+        (("a.b",), {"nope": 1}),
+        ((), {"payload": {}}),
+        (("a.b", {}), {"payload": {}}),
+    ],
+)
+async def test_publish_nowait_argument_errors_match_twin(args: Any, kwargs: Any) -> None:
+    from aperion_event_bus import EventBus
+
+    async with EventBus() as bus:
+        with pytest.raises(TypeError) as c_err:
+            bus.publish_nowait(*args, **kwargs)
+        py = EventBus._py_publish_nowait if _accel.ACCELERATED else EventBus.publish_nowait  # type: ignore[attr-defined]
+        with pytest.raises(TypeError) as py_err:
+            py(bus, *args, **kwargs)
+        assert str(c_err.value) == str(py_err.value)
+
+
+async def test_publish_nowait_other_cases_take_the_python_path() -> None:
+    """Bounded bus, non-dict payload, typed schema, other thread: same results either way."""
+    from aperion_event_bus import EventBus
+
+    async with EventBus(max_pending_events=10) as bus:
+        got: list[int] = []
+        bus.on("sp.b", lambda e: got.append(e.payload["n"]))
+        bus.publish_nowait("sp.b", {"n": 1})
+        assert await bus.drain(5)
+        assert got == [1]
+    async with EventBus() as bus:
+        got = []
+        bus.on("sp.m", lambda e: got.append(e.payload["n"]))
+        bus.publish_nowait("sp.m", FrozenDict(n=2))
+        bus.publish_nowait("sp.m", {"n": 3, "nested": [1]})
+        await asyncio_to_thread(bus.publish_nowait, "sp.m", {"n": 4})
+        assert await bus.drain(5)
+        assert sorted(got) == [2, 3, 4]
+
+
+def asyncio_event() -> Any:
+    import asyncio
+
+    return asyncio.Event()
+
+
+async def sleep0() -> None:
+    import asyncio
+
+    await asyncio.sleep(0)
+
+
+async def asyncio_to_thread(fn: Any, *args: Any) -> Any:
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
