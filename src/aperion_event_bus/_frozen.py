@@ -126,7 +126,7 @@ def _key(key: Any, path: str) -> Any:
     )
 
 
-def _py_freeze_payload(payload: Mapping[str, Any]) -> FrozenDict:
+def _py_freeze_payload(payload: Mapping[str, Any], /) -> FrozenDict:
     """Freeze a publish payload; the common flat-scalar case costs one dict copy."""
     if type(payload) is FrozenDict:
         return payload

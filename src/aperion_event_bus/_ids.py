@@ -49,7 +49,7 @@ _time_ns = time.time_ns
 _time = time.time
 
 
-def _py_new_id(prefix: str) -> str:
+def _py_new_id(prefix: str, /) -> str:
     """Return ``prefix`` followed by a unique, time-ordered hex id."""
     src = _SOURCE
     return f"{prefix}{((_time_ns() // 1_000_000) << 32) | (next(src.counter) & 0xFFFFFFFF):019x}{src.node}"
@@ -60,7 +60,7 @@ def _py_new_event_id() -> str:
     return _py_event_id_at(_time())
 
 
-def _py_event_id_at(now: float) -> str:
+def _py_event_id_at(now: float, /) -> str:
     """The ``evt_`` id of an event created at Unix time ``now`` (seconds, from
     ``time.time()``): callers that stamp a timestamp anyway share the clock read.
 

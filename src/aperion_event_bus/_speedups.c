@@ -363,16 +363,26 @@ frozen_copy(PyObject *payload)
     return fd;
 }
 
+/* *flat is set to 1 when the result is known to hold only scalars */
 static PyObject *
-freeze(PyObject *payload)
+freeze_checked(PyObject *payload, int *flat)
 {
+    *flat = 0;
     if (Py_IS_TYPE(payload, frozen_dict_type)) {
         return Py_NewRef(payload);
     }
     if (PyDict_CheckExact(payload) && flat_scalars(payload)) {
+        *flat = 1;
         return frozen_copy(payload);
     }
     return PyObject_CallOneArg(freeze_fallback, payload);
+}
+
+static PyObject *
+freeze(PyObject *payload)
+{
+    int flat;
+    return freeze_checked(payload, &flat);
 }
 
 static PyObject *
@@ -484,6 +494,37 @@ sp_make_event(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject
     return new_event(args, n);
 }
 
+/* An event is a value: once built, nothing can make it refer back to itself. When
+ * every field is a string or None and the payload a frozen dict of scalars, the
+ * event cannot be part of a reference cycle, so the cyclic GC need not track it
+ * (CPython does the same for tuples and dicts of atomic values). A large backlog
+ * then costs the collector nothing (a fifth of a publish_nowait burst, measured).
+ * dict's own insert re-tracks the payload if anyone forces a container into it
+ * past its read-only interface (dict.__setitem__(event.payload, ...)); a cycle
+ * made that way back to the event itself is not collected (README: C accelerator). */
+static int
+atomic_field(PyObject *v)
+{
+    return v == Py_None || PyUnicode_CheckExact(v);
+}
+
+static void
+untrack_value_event(PyObject *ev, PyObject *etype, PyObject *frozen, int flat, PyObject *source,
+                    PyObject *correlation_id, PyObject *causation_id)
+{
+    if (!Py_IS_TYPE(frozen, frozen_dict_type) || !atomic_field(etype) || !atomic_field(source) ||
+        !atomic_field(correlation_id) || !atomic_field(causation_id)) {
+        return;
+    }
+    if (PyObject_GC_IsTracked(frozen)) {
+        if (!flat && !flat_scalars(frozen)) {
+            return;
+        }
+        PyObject_GC_UnTrack(frozen);
+    }
+    PyObject_GC_UnTrack(ev);
+}
+
 /* The non-traced envelope of bus._envelope, after correlation/causation lookup:
  * one clock read for timestamp and id, the id, the frozen payload, the Event. */
 static PyObject *
@@ -499,7 +540,8 @@ build_event(PyObject *etype, PyObject *payload, PyObject *source, PyObject *corr
     if (event_id == NULL) {
         return NULL;
     }
-    PyObject *frozen = freeze(payload);
+    int flat;
+    PyObject *frozen = freeze_checked(payload, &flat);
     if (frozen == NULL) {
         Py_DECREF(event_id);
         return NULL;
@@ -515,6 +557,9 @@ build_event(PyObject *etype, PyObject *payload, PyObject *source, PyObject *corr
         correlation_id != Py_None ? correlation_id : event_id, causation_id,
     };
     PyObject *ev = new_event(values, 7);
+    if (ev != NULL) {
+        untrack_value_event(ev, etype, frozen, flat, source, values[5], causation_id);
+    }
     Py_DECREF(event_id);
     Py_DECREF(frozen);
     Py_DECREF(stamp);
@@ -748,6 +793,11 @@ dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
 {
     PyObject *acc = PyObject_GetAttr(d, s_acc);
     if (acc == NULL) {
+        return -1;
+    }
+    if (!PyIter_Check(acc)) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator", Py_TYPE(acc)->tp_name);
+        Py_DECREF(acc);
         return -1;
     }
     PyObject *step = PyIter_Next(acc); /* next(self._acc) */
@@ -1080,6 +1130,309 @@ sp_set_bus(PyObject *self, PyObject *args)
     return PyDescr_NewMethod((PyTypeObject *)cls, &publish_nowait_def);
 }
 
+/* ---------------------------------------------------- quick lane (dispatch) */
+
+/* what dispatch.Dispatcher._run_quick reads; configured by set_dispatch */
+static PyObject *q_current_event, *q_correlation, *q_await_any, *q_perf;
+static PyObject *s_head_ctx, *s_running, *s_concurrency, *s_popleft;
+
+static PyObject *
+sp_set_dispatch(PyObject *self, PyObject *args)
+{
+    PyObject *cur_var, *corr_var, *await_any, *perf;
+    if (!PyArg_ParseTuple(args, "O!O!OO:set_dispatch", &PyContextVar_Type, &cur_var,
+                          &PyContextVar_Type, &corr_var, &await_any, &perf)) {
+        return NULL;
+    }
+    Py_INCREF(cur_var);
+    Py_XSETREF(q_current_event, cur_var);
+    Py_INCREF(corr_var);
+    Py_XSETREF(q_correlation, corr_var);
+    Py_INCREF(await_any);
+    Py_XSETREF(q_await_any, await_any);
+    Py_INCREF(perf);
+    Py_XSETREF(q_perf, perf);
+    Py_RETURN_NONE;
+}
+
+static int
+add_to_attr(PyObject *obj, PyObject *name, long delta)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    long n = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *nv = PyLong_FromLong(n + delta);
+    if (nv == NULL) {
+        return -1;
+    }
+    int r = PyObject_SetAttr(obj, name, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+static int
+popleft(PyObject *mailbox)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(mailbox, s_popleft);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* 1 when the lane may start its head now (_run_quick's guard), 0 not, -1 error */
+static int
+lane_open(PyObject *lane, PyObject *sub)
+{
+    PyObject *running = PyObject_GetAttr(lane, s_running);
+    if (running == NULL) {
+        return -1;
+    }
+    PyObject *concurrency = PyObject_GetAttr(sub, s_concurrency);
+    if (concurrency == NULL) {
+        Py_DECREF(running);
+        return -1;
+    }
+    int full = PyObject_RichCompareBool(running, concurrency, Py_GE);
+    Py_DECREF(running);
+    Py_DECREF(concurrency);
+    if (full != 0) {
+        return full < 0 ? -1 : 0;
+    }
+    int closing = is_true_attr(lane, s_closing);
+    if (closing != 0) {
+        return closing < 0 ? -1 : 0;
+    }
+    return is_true_attr(sub, s_active);
+}
+
+/* The exception being handled, with its traceback attached (what `except` binds) */
+static PyObject *
+take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Step `handler(event)` once in `ctx` as dispatch._enter_async + coro.send(None)
+ * do: the current event and correlation id set, the coroutine sent None (no
+ * StopIteration object when it returns). PYGEN_RETURN, PYGEN_NEXT (*coro_out and
+ * *yielded set) or PYGEN_ERROR (exception set). */
+static PySendResult
+step_handler(PyObject *ctx, PyObject *handler, PyObject *event, PyObject **coro_out,
+             PyObject **yielded)
+{
+    *coro_out = NULL;
+    *yielded = NULL;
+    if (PyContext_Enter(ctx) < 0) {
+        return PYGEN_ERROR;
+    }
+    PySendResult status = PYGEN_ERROR;
+    PyObject *coro = NULL;
+    PyObject *token = PyContextVar_Set(q_current_event, event);
+    if (token == NULL) {
+        goto exit;
+    }
+    Py_DECREF(token);
+    PyObject *corr = *(PyObject **)((char *)event + field_offset[5]);
+    if (corr != NULL && corr != Py_None) {
+        token = PyContextVar_Set(q_correlation, corr);
+        if (token == NULL) {
+            goto exit;
+        }
+        Py_DECREF(token);
+    }
+    coro = PyObject_CallOneArg(handler, event);
+    if (coro != NULL && !PyCoro_CheckExact(coro)) {
+        Py_SETREF(coro, PyObject_CallOneArg(q_await_any, coro));
+    }
+    if (coro == NULL) {
+        goto exit;
+    }
+    PyObject *result = NULL;
+    status = PyIter_Send(coro, Py_None, &result);
+    if (status == PYGEN_NEXT) {
+        *coro_out = coro;
+        *yielded = result;
+        coro = NULL;
+    }
+    else if (status == PYGEN_RETURN) {
+        Py_DECREF(result);
+    }
+exit:
+    Py_XDECREF(coro);
+    if (PyContext_Exit(ctx) < 0) {
+        if (status == PYGEN_NEXT) { /* cannot happen: ctx was entered above */
+            Py_CLEAR(*coro_out);
+            Py_CLEAR(*yielded);
+        }
+        return PYGEN_ERROR;
+    }
+    return status;
+}
+
+/* quick_bare(lane, sub, handler, fin, budget) -> (done, leftover)
+ *
+ * _run_quick's loop for bare fire-and-forget events (no observer, no span): pops
+ * context markers and bare events from the head of the lane's mailbox and steps
+ * each handler once in a copy of its context; `done` entries were handled. It
+ * stops at the budget, an empty mailbox, a head of another kind or a closed lane
+ * (leftover None: the Python loop takes that head), or at a handler that did not
+ * simply return: leftover is (event, base_ctx, ctx, coro, yielded, start, exc),
+ * with the event popped and counted as running, for the Python loop to finish
+ * (exc None: the handler suspended; else what it raised). */
+static PyObject *
+sp_quick_bare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "quick_bare takes 5 positional arguments");
+        return NULL;
+    }
+    if (q_perf == NULL || event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: dispatch is not configured");
+        return NULL;
+    }
+    PyObject *lane = args[0], *sub = args[1], *handler = args[2], *fin = args[3];
+    if (!PyIter_Check(fin)) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator", Py_TYPE(fin)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
+    if (budget == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *mailbox = PyObject_GetAttr(lane, s_mailbox);
+    if (mailbox == NULL) {
+        return NULL;
+    }
+    Py_ssize_t done = 0;
+    PyObject *leftover = NULL;
+    while (done < budget) {
+        Py_ssize_t size = PyObject_Length(mailbox);
+        if (size <= 0) {
+            if (size < 0) {
+                goto error;
+            }
+            break;
+        }
+        PyObject *entry = PySequence_GetItem(mailbox, 0);
+        if (entry == NULL) {
+            goto error;
+        }
+        if (PyContext_CheckExact(entry)) { /* _Lane.pop_marker */
+            int rc = PyObject_SetAttr(lane, s_head_ctx, entry);
+            Py_DECREF(entry);
+            if (rc < 0 || add_to_attr(lane, s_markers, -1) < 0 || popleft(mailbox) < 0) {
+                goto error;
+            }
+            done++;
+            continue;
+        }
+        if (!Py_IS_TYPE(entry, event_type)) {
+            Py_DECREF(entry);
+            break;
+        }
+        int open = lane_open(lane, sub);
+        if (open <= 0) {
+            Py_DECREF(entry);
+            if (open < 0) {
+                goto error;
+            }
+            break;
+        }
+        PyObject *base = PyObject_GetAttr(lane, s_head_ctx);
+        if (base == NULL) {
+            Py_DECREF(entry);
+            goto error;
+        }
+        if (!PyContext_CheckExact(base)) {
+            Py_DECREF(entry);
+            Py_DECREF(base);
+            PyErr_SetString(PyExc_RuntimeError, "a bare mailbox event without a context");
+            goto error;
+        }
+        /* counted before popping: lanes_idle() in another thread sees it */
+        if (add_to_attr(lane, s_running, 1) < 0 || popleft(mailbox) < 0) {
+            Py_DECREF(entry);
+            Py_DECREF(base);
+            goto error;
+        }
+        PyObject *ctx = PyContext_Copy(base);
+        PyObject *start = ctx != NULL ? PyObject_CallNoArgs(q_perf) : NULL;
+        if (start == NULL) {
+            Py_XDECREF(ctx);
+            Py_DECREF(entry);
+            Py_DECREF(base);
+            goto error;
+        }
+        PyObject *coro, *yielded;
+        PySendResult status = step_handler(ctx, handler, entry, &coro, &yielded);
+        done++;
+        if (status == PYGEN_RETURN) {
+            Py_DECREF(ctx);
+            Py_DECREF(start);
+            Py_DECREF(base);
+            Py_DECREF(entry);
+            PyObject *n = PyIter_Next(fin); /* the release count: a bare event is unbounded */
+            if (n == NULL || add_to_attr(lane, s_running, -1) < 0) {
+                Py_XDECREF(n);
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_RuntimeError, "the release counter ended");
+                }
+                goto error;
+            }
+            Py_DECREF(n);
+            continue;
+        }
+        PyObject *exc = Py_None;
+        if (status == PYGEN_ERROR) {
+            exc = take_exception();
+            if (exc == NULL) {
+                exc = Py_NewRef(Py_None);
+            }
+            coro = Py_NewRef(Py_None);
+            yielded = Py_NewRef(Py_None);
+        }
+        else {
+            Py_INCREF(exc);
+        }
+        leftover = PyTuple_Pack(7, entry, base, ctx, coro, yielded, start, exc);
+        Py_DECREF(entry);
+        Py_DECREF(base);
+        Py_DECREF(ctx);
+        Py_DECREF(coro);
+        Py_DECREF(yielded);
+        Py_DECREF(start);
+        Py_DECREF(exc);
+        if (leftover == NULL) {
+            goto error;
+        }
+        break;
+    }
+    Py_DECREF(mailbox);
+    PyObject *result = Py_BuildValue("(nO)", done, leftover != NULL ? leftover : Py_None);
+    Py_XDECREF(leftover);
+    return result;
+error:
+    Py_DECREF(mailbox);
+    Py_XDECREF(leftover);
+    return NULL;
+}
+
 static int
 intern_names(void)
 {
@@ -1119,6 +1472,10 @@ intern_names(void)
     INTERN(s_correlation_id, "correlation_id");
     INTERN(s_causation_id, "causation_id");
     INTERN(s_event_id, "event_id");
+    INTERN(s_head_ctx, "head_ctx");
+    INTERN(s_running, "running");
+    INTERN(s_concurrency, "concurrency");
+    INTERN(s_popleft, "popleft");
 #undef INTERN
     int_one = PyLong_FromLong(1);
     return int_one == NULL ? -1 : 0;
@@ -1151,6 +1508,12 @@ static PyMethodDef module_methods[] = {
     {"set_bus", sp_set_bus, METH_VARARGS,
      "set_bus(event_bus, py_publish_nowait, get_running_loop, current_event, correlation_id)\n--\n\n"
      "Configure the publish_nowait hot path; returns the method to install on EventBus."},
+    {"set_dispatch", sp_set_dispatch, METH_VARARGS,
+     "set_dispatch(current_event, correlation_id, await_any, perf_counter)\n--\n\n"
+     "Configure the quick lane loop."},
+    {"quick_bare", (PyCFunction)(void (*)(void))sp_quick_bare, METH_FASTCALL,
+     "quick_bare(lane, sub, handler, fin, budget, /)\n--\n\n"
+     "Run a lane's queued bare events (see dispatch.Dispatcher._run_quick)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -223,6 +223,55 @@ def test_build_event_matches_python_envelope() -> None:
     assert sp.build_event("a.b", {}, None, "corr", None).correlation_id == "corr"
 
 
+@needs_c
+def test_value_events_are_not_gc_tracked() -> None:
+    """An event of strings and a scalar payload cannot be in a reference cycle: the
+    collector does not track it (a large backlog costs no GC time); anything that
+    could hold a container stays tracked."""
+    import gc
+
+    sp = _accel.speedups
+    assert sp is not None
+    flat = sp.build_event("a.b", {"i": 1, "s": "x", "f": 1.5, "n": None, "b": True}, "src", None, None)
+    assert not gc.is_tracked(flat) and not gc.is_tracked(flat.payload)
+    assert not gc.is_tracked(sp.build_event("a.b", {}, None, "corr", "cause"))
+    nested = sp.build_event("a.b", {"tags": ["a"], "inner": {"k": 1}}, None, None, None)
+    assert gc.is_tracked(nested)
+    already = FrozenDict(i=1)
+    assert gc.is_tracked(already)  # a FrozenDict made in Python: checked, then untracked
+    assert not gc.is_tracked(sp.build_event("a.b", already, None, None, None))
+
+    class Text(str):
+        pass
+
+    assert gc.is_tracked(sp.build_event("a.b", {}, Text("src"), None, None))  # a subclass may hold anything
+
+
+@needs_c
+def test_forcing_a_container_into_an_untracked_payload_tracks_it_again() -> None:
+    """Payloads are read-only; bypassing that with dict.__setitem__ still leaves the
+    payload collectable (dict re-tracks itself), and a cycle through it is freed."""
+    import gc
+    import weakref
+
+    sp = _accel.speedups
+    assert sp is not None
+    ev = sp.build_event("a.b", {"i": 1}, None, None, None)
+    payload = ev.payload
+
+    class Box:
+        pass
+
+    box = Box()
+    box.payload = payload  # type: ignore[attr-defined]
+    dict.__setitem__(payload, "box", box)  # payload -> box -> payload
+    assert gc.is_tracked(payload)
+    ref = weakref.ref(box)
+    del ev, payload, box
+    gc.collect()
+    assert ref() is None
+
+
 # ----------------------------------------------------------- publish_nowait
 _tag: Any = __import__("contextvars").ContextVar("speedups_tag", default="-")
 
@@ -397,3 +446,134 @@ async def asyncio_to_thread(fn: Any, *args: Any) -> Any:
     import asyncio
 
     return await asyncio.to_thread(fn, *args)
+
+
+# ------------------------------------------------------------- quick lane loop
+def _quick_paths() -> list[str]:
+    return ["c", "python"] if _accel.ACCELERATED else ["python"]
+
+
+@pytest.fixture(params=_quick_paths())
+def quick_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the C loop over bare events and with the Python loop."""
+    from aperion_event_bus import dispatch
+
+    if request.param == "python":
+        monkeypatch.setattr(dispatch, "_quick_bare", None)
+    else:
+        calls = []
+        real = dispatch._quick_bare
+
+        def counted(*args: Any) -> Any:
+            calls.append(1)
+            return real(*args)
+
+        monkeypatch.setattr(dispatch, "_quick_bare", counted)
+        request.addfinalizer(lambda: calls or pytest.fail("the C loop was never used"))
+    return str(request.param)
+
+
+async def test_quick_loop_context_order_errors_and_suspensions(
+    quick_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bare events keep their order and their publisher's context; a handler that
+    raises is reported (with its traceback) and the lane goes on; one that suspends
+    is finished before the next event starts."""
+    from aperion_event_bus import EventBus, get_correlation_id
+    from aperion_event_bus.context import _current_event
+
+    seen: list[tuple[int, str, str | None, bool]] = []
+    errors: list[Event] = []
+    async with EventBus() as bus:
+
+        async def handler(e: Event) -> None:
+            i = e.payload["i"]
+            if i % 7 == 3:
+                await sleep0()  # suspends: the worker finishes it
+            seen.append((i, _tag.get(), get_correlation_id(), _current_event.get() is e))
+            if i % 5 == 4:
+                raise ValueError(f"bad {i}")
+
+        async def on_error(e: Event) -> None:
+            errors.append(e)
+
+        bus.on("q.x", handler)
+        bus.on("system.handler_error", on_error)
+        published = []
+        for i in range(40):
+            if i % 10 == 0:
+                _tag.set(f"t{i // 10}")  # a context marker before this event
+            published.append(bus.publish_nowait("q.x", {"i": i}))
+        assert await bus.drain(5)
+        _tag.set("-")
+    assert [s[0] for s in seen] == list(range(40))
+    assert all(tag == f"t{i // 10}" for i, tag, _, _ in seen)
+    assert all(corr == published[i].correlation_id for i, _, corr, _ in seen)
+    assert all(current for *_, current in seen)
+    assert len(errors) == 8
+    assert "bad 4" in str(errors[0].payload)
+    logged = [r for r in caplog.records if r.exc_info and "bad 4" in str(r.exc_info[1])]
+    assert logged, "the handler error was not logged with its exception"
+    import traceback
+
+    frames = traceback.extract_tb(logged[0].exc_info[2])  # type: ignore[index]
+    assert any(f.name == "handler" for f in frames), frames
+    assert bus.get_pending_count() == 0
+
+
+async def test_quick_loop_handler_unsubscribing_itself(quick_path: str) -> None:
+    from aperion_event_bus import EventBus
+
+    seen: list[int] = []
+    async with EventBus() as bus:
+
+        async def handler(e: Event) -> None:
+            seen.append(e.payload["i"])
+            if len(seen) == 3:
+                bus.off(sub)
+
+        sub = bus.on("q.y", handler)
+        for i in range(20):
+            bus.publish_nowait("q.y", {"i": i})
+        assert await bus.drain(5)
+        assert bus.get_pending_count() == 0
+    assert seen == [0, 1, 2]
+
+
+async def test_quick_loop_async_call_returning_a_future_and_base_exceptions(quick_path: str) -> None:
+    """An async ``__call__`` object whose call returns another awaitable is awaited;
+    a handler raising a BaseException that is not an Exception (here
+    CancelledError) is contained and the lane carries on."""
+    import asyncio
+
+    from aperion_event_bus import EventBus
+
+    seen: list[int] = []
+
+    class Handler:
+        async def __call__(self, e: Event) -> None:  # marks the object as async
+            raise AssertionError("replaced below")
+
+    class FutureHandler(Handler):
+        def __call__(self, e: Event) -> Any:  # type: ignore[override]
+            seen.append(e.payload["i"])
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+            return fut
+
+    async with EventBus() as bus:
+
+        async def cancelled(e: Event) -> None:
+            if e.payload["i"] == 1:
+                raise asyncio.CancelledError()
+            seen.append(100 + e.payload["i"])
+
+        handler = FutureHandler()
+        bus.on("q.f", handler)
+        bus.on("q.c", cancelled)
+        for i in range(3):
+            bus.publish_nowait("q.f", {"i": i})
+            bus.publish_nowait("q.c", {"i": i})
+        assert await bus.drain(5)
+        assert bus.get_pending_count() == 0
+    assert sorted(seen) == [0, 1, 2, 100, 102]
