@@ -797,10 +797,11 @@ class Dispatcher:
     def _run_quick(self, lane: _Lane) -> _Suspended | object | None:
         """Run the lane's queued fire-and-forget deliveries in a plain loop.
 
-        Covers the common case (one subscription per event, no result list, no
-        schema, retries or span): each handler is stepped once in a copy of the
-        event's context and almost always finishes there, so a burst costs no
-        coroutine, call chain or idle check per event. Returns the delivery whose
+        Covers the common case (fire and forget: no result list, no schema,
+        retries or span; an event with several subscriptions when it is this
+        lane's turn): each handler is stepped once in a copy of the event's
+        context and almost always finishes there, so a burst costs no coroutine,
+        call chain or idle check per event. Returns the delivery whose
         handler suspended (the worker awaits it), ``_BURST_DONE`` after
         ``_BURST`` deliveries (the worker yields to the loop), or None when the
         mailbox is empty or its head needs the general path."""
@@ -816,6 +817,7 @@ class Dispatcher:
         name = sub.handler_name
         plain_release = not self._bounded
         drop_oldest = self._queued is not None
+        parallel = self.parallel
         fin = self._fin
         quick_bare = _quick_bare if observer is None and span is None else None
         budget = _BURST
@@ -845,7 +847,14 @@ class Dispatcher:
                     event, chain, base = entry, None, lane.head_ctx
                 elif type(entry) is _Chain:
                     chain = entry
-                    if chain.state != QUEUED or chain.results is not None or len(chain.subs) != 1:
+                    if chain.results is not None:
+                        return None
+                    if len(chain.subs) == 1:
+                        if chain.state != QUEUED:
+                            return None
+                    elif (chain.state != QUEUED and chain.state != STARTED) or (
+                        not parallel and chain.subs[chain.idx] is not sub  # not its turn yet
+                    ):
                         return None
                     event, base = chain.event, chain.ctx
                 else:
@@ -859,9 +868,10 @@ class Dispatcher:
                 ):
                     return None
                 if chain is not None:
-                    if drop_oldest and not self._start(chain):
-                        return None  # dropped meanwhile: _take discards it
-                    chain.state = STARTED
+                    if chain.state == QUEUED:
+                        if drop_oldest and not self._start(chain):
+                            return None  # dropped meanwhile: _take discards it
+                        chain.state = STARTED
                     lane.head_ctx = base
                 assert base is not None
                 lane.running += 1  # before popping: lanes_idle() in another thread sees it
@@ -886,11 +896,11 @@ class Dispatcher:
                 lane.running -= 1
                 if chain is None:
                     next(fin)  # a bare event exists only on an unbounded bus
-                elif plain_release and chain.notify is None:
+                elif plain_release and chain.notify is None and len(chain.subs) == 1:
                     chain.state = DONE
                     next(fin)
                 else:
-                    self._finish(chain)
+                    self._advance(chain)  # the next handler's turn, or finished
                 if outcome is not None:  # reported after the lane's bookkeeping: a failing
                     self.settle(sub, event, None, outcome)  # observer cannot wedge the lane
             return _BURST_DONE
@@ -923,11 +933,11 @@ class Dispatcher:
         lane.running -= 1
         if chain is None:
             next(fin)  # a bare event exists only on an unbounded bus
-        elif not self._bounded and chain.notify is None:
+        elif not self._bounded and chain.notify is None and len(chain.subs) == 1:
             chain.state = DONE
             next(fin)
         else:
-            self._finish(chain)
+            self._advance(chain)
         self.settle(sub, event, None, outcome)
 
     @staticmethod

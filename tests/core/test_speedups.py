@@ -454,8 +454,19 @@ def _quick_paths() -> list[str]:
 
 
 @pytest.fixture(params=_quick_paths())
+def loop_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the C loop over bare events available and without it."""
+    from aperion_event_bus import dispatch
+
+    if request.param == "python":
+        monkeypatch.setattr(dispatch, "_quick_bare", None)
+    return str(request.param)
+
+
+@pytest.fixture(params=_quick_paths())
 def quick_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with the C loop over bare events and with the Python loop."""
+    """Runs a test with the C loop over bare events (failing if it is not used)
+    and with the Python loop."""
     from aperion_event_bus import dispatch
 
     if request.param == "python":
@@ -577,3 +588,52 @@ async def test_quick_loop_async_call_returning_a_future_and_base_exceptions(quic
         assert await bus.drain(5)
         assert bus.get_pending_count() == 0
     assert sorted(seen) == [0, 1, 2, 100, 102]
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+async def test_quick_loop_runs_several_subscriptions_in_priority_order(
+    loop_path: str, bounded: bool
+) -> None:
+    """Fire-and-forget events with three subscriptions go through the quick loop of
+    each lane in turn: per event the handlers run in priority order, one after the
+    other (also when one suspends or raises), and every handler sees every event."""
+    from aperion_event_bus import EventBus
+
+    log: list[tuple[int, str, str]] = []
+    errors: list[Event] = []
+    kwargs: dict[str, Any] = {"max_pending_events": 1000} if bounded else {}
+    async with EventBus(**kwargs) as bus:
+
+        def make(name: str) -> Any:
+            async def handler(e: Event) -> None:
+                i = e.payload["i"]
+                log.append((i, name, "start"))
+                if name == "mid" and i % 4 == 1:
+                    await sleep0()
+                log.append((i, name, "end"))
+                if name == "high" and i % 5 == 2:
+                    raise ValueError("high failed")
+
+            return handler
+
+        bus.on("q.m", make("low"), priority=1)
+        bus.on("q.m", make("high"), priority=10)
+        bus.on("q.m", make("mid"), priority=5)
+        bus.on("system.handler_error", errors.append)
+        for i in range(30):
+            bus.publish_nowait("q.m", {"i": i})
+        assert await bus.drain(5)
+        assert bus.get_pending_count() == 0
+    for i in range(30):
+        mine = [(name, step) for j, name, step in log if j == i]
+        assert mine == [
+            ("high", "start"),
+            ("high", "end"),
+            ("mid", "start"),
+            ("mid", "end"),
+            ("low", "start"),
+            ("low", "end"),
+        ], (i, mine)
+    for name in ("high", "mid", "low"):
+        assert [j for j, n, step in log if n == name and step == "end"] == list(range(30))
+    assert len(errors) == 6
