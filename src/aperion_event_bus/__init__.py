@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._accel import ACCELERATED
 from ._frozen import FrozenDict, FrozenList
 from .bus import HANDLER_ERROR_EVENT, EventBus
 from .context import (
@@ -52,6 +53,7 @@ from .validation import (
 )
 
 __all__ = [
+    "ACCELERATED",
     "CORRELATION_ID_HEADER",
     "EVENT_TYPE_PATTERN",
     "HANDLER_ERROR_EVENT",

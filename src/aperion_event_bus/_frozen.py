@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from ._accel import speedups
 from .errors import SerializationError
 
 __all__ = ["FrozenDict", "FrozenList", "freeze", "freeze_payload", "thaw"]
@@ -125,7 +126,7 @@ def _key(key: Any, path: str) -> Any:
     )
 
 
-def freeze_payload(payload: Mapping[str, Any]) -> FrozenDict:
+def _py_freeze_payload(payload: Mapping[str, Any], /) -> FrozenDict:
     """Freeze a publish payload; the common flat-scalar case costs one dict copy."""
     if type(payload) is FrozenDict:
         return payload
@@ -136,6 +137,12 @@ def freeze_payload(payload: Mapping[str, Any]) -> FrozenDict:
             assert isinstance(result, FrozenDict)
             return result
     return FrozenDict(payload)
+
+
+if speedups is not None:
+    speedups.set_frozen(FrozenDict, _py_freeze_payload)
+# the C twin handles a flat-scalar dict itself and calls the Python one for the rest
+freeze_payload = _py_freeze_payload if speedups is None else speedups.freeze_payload
 
 
 def thaw(value: Any) -> Any:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Iterator
+
+from ._accel import speedups
 
 __all__ = ["event_id_at", "new_event_id", "new_id"]
 
@@ -30,8 +33,12 @@ class _IdSource:
         self.reseed()
 
     def reseed(self) -> None:
-        self.counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+        start = int.from_bytes(os.urandom(3), "big")
         self.node = os.urandom(6).hex()
+        self.counter: Iterator[int] = itertools.count(start)
+        if speedups is not None:  # one counter and node for the C and the Python ids
+            speedups.seed_ids(start, self.node)
+            self.counter = speedups.id_counter
         self.tails = [f"{low:02x}{self.node}" for low in range(256)]
         self.head: tuple[int, int, str] = (-1, -1, "")
 
@@ -42,18 +49,18 @@ _time_ns = time.time_ns
 _time = time.time
 
 
-def new_id(prefix: str) -> str:
+def _py_new_id(prefix: str, /) -> str:
     """Return ``prefix`` followed by a unique, time-ordered hex id."""
     src = _SOURCE
     return f"{prefix}{((_time_ns() // 1_000_000) << 32) | (next(src.counter) & 0xFFFFFFFF):019x}{src.node}"
 
 
-def new_event_id() -> str:
+def _py_new_event_id() -> str:
     """Return a new ``evt_`` id (see module docstring for the guarantees)."""
-    return event_id_at(_time())
+    return _py_event_id_at(_time())
 
 
-def event_id_at(now: float) -> str:
+def _py_event_id_at(now: float, /) -> str:
     """The ``evt_`` id of an event created at Unix time ``now`` (seconds, from
     ``time.time()``): callers that stamp a timestamp anyway share the clock read.
 
@@ -66,3 +73,9 @@ def event_id_at(now: float) -> str:
     if head[0] != ms or head[1] != high:
         head = src.head = (ms, high, f"evt_{ms:011x}{high:06x}")
     return head[2] + src.tails[n & 0xFF]
+
+
+# The C twins (same text, same shared counter and node) when the accelerator is in use.
+new_id = _py_new_id if speedups is None else speedups.new_id
+new_event_id = _py_new_event_id if speedups is None else speedups.new_event_id
+event_id_at = _py_event_id_at if speedups is None else speedups.event_id_at

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _recovery
+from ._accel import speedups
 from ._frozen import freeze_payload
 from ._ids import event_id_at, new_event_id
 from ._runtime import LoopThread, running_loop
@@ -47,6 +48,7 @@ _perf = time.perf_counter
 _running_loop = asyncio._get_running_loop
 _current_event_get = _current_event.get
 _correlation_get = _correlation_id.get
+_build_event = speedups.build_event if speedups is not None else None  # C twin of the tail of _envelope
 _DROPPED_ID = ""
 _MISSING = object()
 
@@ -682,6 +684,8 @@ class EventBus:
             return self._traced_event(
                 event_type, freeze_payload(payload), new_event_id(), source, correlation_id, causation_id
             )
+        if _build_event is not None:  # the same steps in C
+            return _build_event(event_type, payload, source, correlation_id, causation_id)  # type: ignore[no-any-return]
         now = _time()
         event_id = event_id_at(now)  # one clock read for the id and the timestamp
         return _make_event(
@@ -1297,6 +1301,17 @@ class EventBus:
             f"EventBus(name={self.name!r}, subscriptions={len(self._registry)}, "
             f"pending={self._dispatcher.pending})"
         )
+
+
+if speedups is not None:
+    # publish_nowait's hot path in C (same steps as the Python method, which stays the
+    # reference and takes every case the C code does not handle itself)
+    EventBus._py_publish_nowait = EventBus.publish_nowait  # type: ignore[attr-defined]
+    setattr(  # noqa: B010 (mypy refuses assigning to a method)
+        EventBus,
+        "publish_nowait",
+        speedups.set_bus(EventBus, EventBus.publish_nowait, _running_loop, _current_event, _correlation_id),
+    )
 
 
 def _collector(metrics: Any) -> Any:

@@ -28,13 +28,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from contextvars import Context
 from types import CoroutineType
 from typing import Any, Protocol
 
+from ._accel import speedups
 from ._driver import drive
 from ._wiring import count_of, library_logger
 from .context import _correlation_id, _current_event
@@ -297,6 +298,13 @@ def _enter_async(handler: Callable[[Any], Any], arg: Any, event: Event) -> Any:
     of another kind, e.g. from an async ``__call__`` returning a future, is wrapped)."""
     coro = _enter(handler, arg, event)
     return coro if type(coro) is CoroutineType else _await_any(coro)
+
+
+# _run_quick's loop over bare events, in C when the accelerator is in use
+_quick_bare: Any = None
+if speedups is not None:
+    speedups.set_dispatch(_current_event, _correlation_id, _await_any, _perf)
+    _quick_bare = speedups.quick_bare
 
 
 def _traced_call(
@@ -797,10 +805,11 @@ class Dispatcher:
     def _run_quick(self, lane: _Lane) -> _Suspended | object | None:
         """Run the lane's queued fire-and-forget deliveries in a plain loop.
 
-        Covers the common case (one subscription per event, no result list, no
-        schema, retries or span): each handler is stepped once in a copy of the
-        event's context and almost always finishes there, so a burst costs no
-        coroutine, call chain or idle check per event. Returns the delivery whose
+        Covers the common case (fire and forget: no result list, no schema,
+        retries or span; an event with several subscriptions when it is this
+        lane's turn): each handler is stepped once in a copy of the event's
+        context and almost always finishes there, so a burst costs no coroutine,
+        call chain or idle check per event. Returns the delivery whose
         handler suspended (the worker awaits it), ``_BURST_DONE`` after
         ``_BURST`` deliveries (the worker yields to the loop), or None when the
         mailbox is empty or its head needs the general path."""
@@ -816,18 +825,44 @@ class Dispatcher:
         name = sub.handler_name
         plain_release = not self._bounded
         drop_oldest = self._queued is not None
+        parallel = self.parallel
         fin = self._fin
+        quick_bare = _quick_bare if observer is None and span is None else None
+        budget = _BURST
         try:
-            for _ in range(_BURST):
+            while budget > 0:
                 if not mailbox:
                     return None
                 entry = mailbox[0]
+                if quick_bare is not None and type(entry) is Event:
+                    # the same steps for a run of bare events, in C
+                    done, leftover = quick_bare(lane, sub, handler, fin, budget)
+                    budget -= done
+                    if leftover is not None:
+                        event, base, ctx, coro, yielded, start, exc = leftover
+                        if exc is None:
+                            return _Suspended(
+                                _started_chain(event, sub, base), ctx, coro, yielded, start
+                            )
+                        self._quick_failed(lane, sub, event, None, base, exc, start, fin)
+                        continue
+                    if budget <= 0 or not mailbox:
+                        continue
+                    entry = mailbox[0]  # not for the C loop: handled below
+                budget -= 1
                 chain: _Chain | None
                 if type(entry) is Event:  # bare fire-and-forget event (see _Lane)
                     event, chain, base = entry, None, lane.head_ctx
                 elif type(entry) is _Chain:
                     chain = entry
-                    if chain.state != QUEUED or chain.results is not None or len(chain.subs) != 1:
+                    if chain.results is not None:
+                        return None
+                    if len(chain.subs) == 1:
+                        if chain.state != QUEUED:
+                            return None
+                    elif (chain.state != QUEUED and chain.state != STARTED) or (
+                        not parallel and chain.subs[chain.idx] is not sub  # not its turn yet
+                    ):
                         return None
                     event, base = chain.event, chain.ctx
                 else:
@@ -841,9 +876,10 @@ class Dispatcher:
                 ):
                     return None
                 if chain is not None:
-                    if drop_oldest and not self._start(chain):
-                        return None  # dropped meanwhile: _take discards it
-                    chain.state = STARTED
+                    if chain.state == QUEUED:
+                        if drop_oldest and not self._start(chain):
+                            return None  # dropped meanwhile: _take discards it
+                        chain.state = STARTED
                     lane.head_ctx = base
                 assert base is not None
                 lane.running += 1  # before popping: lanes_idle() in another thread sees it
@@ -859,13 +895,8 @@ class Dispatcher:
                 except StopIteration:
                     if observer is not None:
                         outcome = (None, None, False, _perf() - start, 1)
-                except Exception as exc:
-                    outcome = (None, exc, False, _perf() - start, 1)
                 except BaseException as exc:
-                    lane.running -= 1
-                    chain = chain or _started_chain(event, sub, base)
-                    self._advance(chain)
-                    self._contain(sub, chain, exc)
+                    self._quick_failed(lane, sub, event, chain, base, exc, start, fin)
                     continue
                 else:
                     chain = chain or _started_chain(event, sub, base)
@@ -873,17 +904,49 @@ class Dispatcher:
                 lane.running -= 1
                 if chain is None:
                     next(fin)  # a bare event exists only on an unbounded bus
-                elif plain_release and chain.notify is None:
+                elif plain_release and chain.notify is None and len(chain.subs) == 1:
                     chain.state = DONE
                     next(fin)
                 else:
-                    self._finish(chain)
+                    self._advance(chain)  # the next handler's turn, or finished
                 if outcome is not None:  # reported after the lane's bookkeeping: a failing
                     self.settle(sub, event, None, outcome)  # observer cannot wedge the lane
             return _BURST_DONE
         finally:
             if self._idle_waiters:
                 self._wake_idle()
+
+    def _quick_failed(
+        self,
+        lane: _Lane,
+        sub: Subscription,
+        event: Event,
+        chain: _Chain | None,
+        base: Context,
+        exc: BaseException,
+        start: float,
+        fin: Iterator[int],
+    ) -> None:
+        """A quick delivery whose handler raised (popped and counted as running): an
+        Exception is the handler's failure, reported after the lane's bookkeeping (a
+        failing observer cannot wedge the lane); anything else (KeyboardInterrupt,
+        CancelledError, ...) is contained like a worker's."""
+        if not isinstance(exc, Exception):
+            lane.running -= 1
+            chain = chain or _started_chain(event, sub, base)
+            self._advance(chain)
+            self._contain(sub, chain, exc)
+            return
+        outcome: Outcome = (None, exc, False, _perf() - start, 1)
+        lane.running -= 1
+        if chain is None:
+            next(fin)  # a bare event exists only on an unbounded bus
+        elif not self._bounded and chain.notify is None and len(chain.subs) == 1:
+            chain.state = DONE
+            next(fin)
+        else:
+            self._advance(chain)
+        self.settle(sub, event, None, outcome)
 
     @staticmethod
     def _step(

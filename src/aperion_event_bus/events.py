@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._accel import speedups
 from ._frozen import FrozenDict, freeze_payload
 from ._ids import new_event_id
 from ._json import dumps, loads
@@ -253,5 +254,8 @@ if TYPE_CHECKING:
     ) -> Event:
         """Internal constructor for already-validated, already-frozen fields (hot path)."""
 
-else:
+elif speedups is None:
     _make_event = _FastEvent  # no wrapper call on the hot path: it returns an Event
+else:  # the C twin fills the same slots (keyword calls go to _FastEvent)
+    speedups.set_event(Event, _EventSlots, _FastEvent)
+    _make_event = speedups.make_event

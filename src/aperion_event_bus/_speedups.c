@@ -1,0 +1,1551 @@
+/*
+ * aperion_event_bus._speedups: optional C accelerator (CPython 3.11+ C API).
+ *
+ * Every function here has a pure-Python twin that stays the reference
+ * (_ids.py, _frozen.py, events.py, bus.py, dispatch.py); the Python modules
+ * configure this module at import and fall back to their own code whenever a
+ * case is not handled here. Behaviour must be identical: same id text, same
+ * payload copy, same Event slots, same mailbox format.
+ *
+ * Thread safety: every function runs with the GIL held and calls no Python
+ * code between reading and updating shared state (the id counter).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define N_FIELDS 9
+#define NODE_LEN 12
+
+/* ------------------------------------------------------------------ state */
+
+/* ids (see _ids.py): one counter + node per process, re-seeded after fork */
+static uint32_t id_next;                  /* the counter's next value (mod 2**32) */
+static char id_node[NODE_LEN];            /* 12 lowercase hex digits */
+static PyObject *id_node_str;             /* the same, as str */
+static int id_seeded;
+
+/* payload freezing (see _frozen.py) */
+static PyTypeObject *frozen_dict_type;    /* _frozen.FrozenDict */
+static PyObject *freeze_fallback;         /* _frozen._py_freeze_payload */
+static int frozen_is_plain_dict;          /* FrozenDict(d) is dict_new + merge */
+
+/* events (see events.py) */
+static PyTypeObject *event_type;          /* events.Event */
+static PyObject *event_fallback;          /* events._FastEvent (keyword calls) */
+static Py_ssize_t field_offset[N_FIELDS]; /* slot offsets, ENVELOPE_FIELDS order */
+
+static PyObject *empty_tuple;
+static PyObject *str_evt;                 /* "evt_" */
+static PyObject *str_empty;               /* "" */
+
+static const char HEX[] = "0123456789abcdef";
+
+/* ------------------------------------------------------------------ clock */
+
+/* time.time() exactly as CPython computes it (CLOCK_REALTIME, ns -> float) */
+static int
+wall_ns(int64_t *out)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    *out = (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+    return 0;
+}
+
+static double
+ns_to_seconds(int64_t t)
+{
+    if (t % 1000000000 == 0) {
+        return (double)(t / 1000000000);
+    }
+    return (double)t / 1e9;
+}
+
+/* -------------------------------------------------------------------- ids */
+
+static inline uint32_t
+next_count(void)
+{
+    return id_next++; /* GIL held, no Python code in between: atomic for threads */
+}
+
+static int
+ids_ready(void)
+{
+    if (!id_seeded) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: ids are not seeded");
+        return 0;
+    }
+    return 1;
+}
+
+static void
+put_hex(char *out, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = HEX[v & 15];
+        v >>= 4;
+    }
+}
+
+static int
+hex_digits(uint64_t v)
+{
+    int n = 1;
+    while (v >>= 4) {
+        n++;
+    }
+    return n;
+}
+
+/* prefix + hex(ms) (at least 11 digits) + 8 digits of n + node; ms >= 0 */
+static PyObject *
+format_id(PyObject *prefix, uint64_t ms, uint32_t n)
+{
+    char rest[16 + 8 + NODE_LEN];
+    int width = hex_digits(ms);
+    if (width < 11) {
+        width = 11;
+    }
+    put_hex(rest, ms, width);
+    put_hex(rest + width, n, 8);
+    memcpy(rest + width + 8, id_node, NODE_LEN);
+    Py_ssize_t rest_len = width + 8 + NODE_LEN;
+    if (PyUnicode_IS_ASCII(prefix)) {
+        Py_ssize_t plen = PyUnicode_GET_LENGTH(prefix);
+        PyObject *out = PyUnicode_New(plen + rest_len, 127);
+        if (out == NULL) {
+            return NULL;
+        }
+        Py_UCS1 *data = PyUnicode_1BYTE_DATA(out);
+        memcpy(data, PyUnicode_1BYTE_DATA(prefix), plen);
+        memcpy(data + plen, rest, rest_len);
+        return out;
+    }
+    PyObject *tail = PyUnicode_FromStringAndSize(rest, rest_len);
+    if (tail == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyUnicode_Concat(prefix, tail);
+    Py_DECREF(tail);
+    return out;
+}
+
+/* Generic text for out-of-range times: the Python twin's f-string, piece by piece */
+static PyObject *
+format_with(PyObject *value, const char *spec)
+{
+    PyObject *fmt = PyUnicode_FromString(spec);
+    if (fmt == NULL) {
+        return NULL;
+    }
+    PyObject *out = PyObject_Format(value, fmt);
+    Py_DECREF(fmt);
+    return out;
+}
+
+static PyObject *
+slow_event_id(PyObject *ms_obj, uint32_t n)
+{
+    PyObject *high = NULL, *low = NULL, *a = NULL, *out = NULL;
+    PyObject *high_n = PyLong_FromUnsignedLong(n >> 8);
+    PyObject *low_n = PyLong_FromUnsignedLong(n & 0xFF);
+    if (high_n == NULL || low_n == NULL) {
+        goto done;
+    }
+    a = format_with(ms_obj, "011x");
+    high = format_with(high_n, "06x");
+    low = format_with(low_n, "02x");
+    if (a == NULL || high == NULL || low == NULL) {
+        goto done;
+    }
+    out = PyUnicode_FromFormat("evt_%U%U%U%U", a, high, low, id_node_str);
+done:
+    Py_XDECREF(high_n);
+    Py_XDECREF(low_n);
+    Py_XDECREF(a);
+    Py_XDECREF(high);
+    Py_XDECREF(low);
+    return out;
+}
+
+/* the evt_ id of Unix time `now` (seconds); steps the counter first, like the twin */
+static PyObject *
+event_id_for(double now)
+{
+    uint32_t n = next_count();
+    double x = now * 1000.0;
+    if (x >= 0.0 && x < 9.0e18) {
+        return format_id(str_evt, (uint64_t)(int64_t)x, n);
+    }
+    PyObject *ms = PyLong_FromDouble(x); /* int(): raises for NaN and infinities */
+    if (ms == NULL) {
+        return NULL;
+    }
+    PyObject *out = slow_event_id(ms, n);
+    Py_DECREF(ms);
+    return out;
+}
+
+static PyObject *
+sp_seed_ids(PyObject *self, PyObject *args)
+{
+    unsigned long long start;
+    PyObject *node;
+    if (!PyArg_ParseTuple(args, "KU:seed_ids", &start, &node)) {
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(node) || PyUnicode_GET_LENGTH(node) != NODE_LEN) {
+        PyErr_SetString(PyExc_ValueError, "node must be 12 hex digits");
+        return NULL;
+    }
+    memcpy(id_node, PyUnicode_1BYTE_DATA(node), NODE_LEN);
+    Py_INCREF(node);
+    Py_XSETREF(id_node_str, node);
+    id_next = (uint32_t)(start & 0xFFFFFFFFull);
+    id_seeded = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_event_id_at(PyObject *self, PyObject *now)
+{
+    if (!ids_ready()) {
+        return NULL;
+    }
+    if (PyFloat_CheckExact(now)) {
+        return event_id_for(PyFloat_AS_DOUBLE(now));
+    }
+    /* any other number: int(now * 1000), as the twin computes it */
+    uint32_t n = next_count();
+    PyObject *thousand = PyLong_FromLong(1000);
+    if (thousand == NULL) {
+        return NULL;
+    }
+    PyObject *scaled = PyNumber_Multiply(now, thousand);
+    Py_DECREF(thousand);
+    if (scaled == NULL) {
+        return NULL;
+    }
+    PyObject *ms = PyNumber_Long(scaled);
+    Py_DECREF(scaled);
+    if (ms == NULL) {
+        return NULL;
+    }
+    PyObject *out;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(ms, &overflow);
+    if (!overflow && v >= 0) {
+        out = format_id(str_evt, (uint64_t)v, n);
+    }
+    else {
+        out = slow_event_id(ms, n);
+    }
+    Py_DECREF(ms);
+    return out;
+}
+
+static PyObject *
+sp_new_event_id(PyObject *self, PyObject *unused)
+{
+    int64_t ns;
+    if (!ids_ready() || wall_ns(&ns) < 0) {
+        return NULL;
+    }
+    return event_id_for(ns_to_seconds(ns));
+}
+
+static PyObject *
+sp_new_id(PyObject *self, PyObject *prefix)
+{
+    int64_t ns;
+    if (!ids_ready() || wall_ns(&ns) < 0) {
+        return NULL;
+    }
+    PyObject *text = PyObject_Format(prefix, str_empty); /* as the f-string does */
+    if (text == NULL) {
+        return NULL;
+    }
+    int64_t ms = ns / 1000000;
+    if (ns % 1000000 != 0 && ns < 0) {
+        ms -= 1; /* floor division, like // */
+    }
+    uint32_t n = next_count();
+    PyObject *out;
+    if (ms >= 0) {
+        out = format_id(text, (uint64_t)ms, n);
+    }
+    else { /* before 1970: the twin's arithmetic on Python ints */
+        out = NULL;
+        PyObject *v = PyLong_FromLongLong(ms);
+        PyObject *shift = PyLong_FromLong(32);
+        PyObject *low = PyLong_FromUnsignedLong(n);
+        PyObject *shifted = (v && shift) ? PyNumber_Lshift(v, shift) : NULL;
+        PyObject *joined = (shifted && low) ? PyNumber_Or(shifted, low) : NULL;
+        PyObject *digits = joined ? format_with(joined, "019x") : NULL;
+        if (digits != NULL) {
+            out = PyUnicode_FromFormat("%U%U%U", text, digits, id_node_str);
+        }
+        Py_XDECREF(v);
+        Py_XDECREF(shift);
+        Py_XDECREF(low);
+        Py_XDECREF(shifted);
+        Py_XDECREF(joined);
+        Py_XDECREF(digits);
+    }
+    Py_DECREF(text);
+    return out;
+}
+
+/* The shared counter as an iterator, so the Python twin steps the same counter */
+typedef struct {
+    PyObject_HEAD
+} CounterObject;
+
+static PyObject *
+counter_next(PyObject *self)
+{
+    return PyLong_FromUnsignedLong(next_count());
+}
+
+static PyTypeObject CounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aperion_event_bus._speedups.IdCounter",
+    .tp_basicsize = sizeof(CounterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The process's shared id counter (next() steps it).",
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = counter_next,
+};
+
+/* ---------------------------------------------------------------- payload */
+
+static int
+flat_scalars(PyObject *dict)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            return 0;
+        }
+        if (value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
+            PyFloat_CheckExact(value) || PyBool_Check(value)) {
+            continue;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+/* FrozenDict(payload) for an exact dict: what type_call -> dict_new -> dict_init does */
+static PyObject *
+frozen_copy(PyObject *payload)
+{
+    if (!frozen_is_plain_dict) {
+        return PyObject_CallOneArg((PyObject *)frozen_dict_type, payload);
+    }
+    PyObject *fd = PyDict_Type.tp_new(frozen_dict_type, empty_tuple, NULL);
+    if (fd == NULL) {
+        return NULL;
+    }
+    if (PyDict_Merge(fd, payload, 1) < 0) {
+        Py_DECREF(fd);
+        return NULL;
+    }
+    return fd;
+}
+
+/* *flat is set to 1 when the result is known to hold only scalars */
+static PyObject *
+freeze_checked(PyObject *payload, int *flat)
+{
+    *flat = 0;
+    if (Py_IS_TYPE(payload, frozen_dict_type)) {
+        return Py_NewRef(payload);
+    }
+    if (PyDict_CheckExact(payload) && flat_scalars(payload)) {
+        *flat = 1;
+        return frozen_copy(payload);
+    }
+    return PyObject_CallOneArg(freeze_fallback, payload);
+}
+
+static PyObject *
+freeze(PyObject *payload)
+{
+    int flat;
+    return freeze_checked(payload, &flat);
+}
+
+static PyObject *
+sp_set_frozen(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O:set_frozen", &PyType_Type, &cls, &fallback)) {
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)cls;
+    if (!PyType_IsSubtype(t, &PyDict_Type)) {
+        PyErr_SetString(PyExc_TypeError, "FrozenDict must subclass dict");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(frozen_dict_type, t);
+    Py_INCREF(fallback);
+    Py_XSETREF(freeze_fallback, fallback);
+    frozen_is_plain_dict = t->tp_new == PyDict_Type.tp_new && t->tp_init == PyDict_Type.tp_init &&
+                           t->tp_basicsize == PyDict_Type.tp_basicsize;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_freeze_payload(PyObject *self, PyObject *payload)
+{
+    if (frozen_dict_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: FrozenDict is not configured");
+        return NULL;
+    }
+    return freeze(payload);
+}
+
+/* ------------------------------------------------------------------ event */
+
+static const char *FIELD_NAMES[N_FIELDS] = {
+    "event_type", "payload",  "timestamp",   "event_id",   "source",
+    "correlation_id", "causation_id", "traceparent", "tracestate",
+};
+
+/* An Event with its slots filled from `values` (borrowed; NULL -> None), no checks:
+ * what events._FastEvent does. */
+static PyObject *
+new_event(PyObject *const *values, Py_ssize_t n)
+{
+    PyObject *ev = event_type->tp_alloc(event_type, 0);
+    if (ev == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < N_FIELDS; i++) {
+        PyObject *v = (i < n && values[i] != NULL) ? values[i] : Py_None;
+        *(PyObject **)((char *)ev + field_offset[i]) = Py_NewRef(v);
+    }
+    return ev;
+}
+
+static PyObject *
+sp_set_event(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *layout, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O!O:set_event", &PyType_Type, &cls, &PyType_Type, &layout,
+                          &fallback)) {
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)cls;
+    if (!PyType_IsSubtype(t, (PyTypeObject *)layout) || t->tp_itemsize != 0 ||
+        t->tp_dictoffset != 0) {
+        PyErr_SetString(PyExc_TypeError, "Event must be a slotted subclass of the layout");
+        return NULL;
+    }
+    Py_ssize_t offsets[N_FIELDS];
+    for (int i = 0; i < N_FIELDS; i++) {
+        PyObject *descr = PyObject_GetAttrString(layout, FIELD_NAMES[i]);
+        if (descr == NULL) {
+            return NULL;
+        }
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type);
+        if (ok) {
+            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+            ok = m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
+                 m->offset + (Py_ssize_t)sizeof(PyObject *) <= t->tp_basicsize;
+            offsets[i] = m->offset;
+        }
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "Event.%s is not a plain slot", FIELD_NAMES[i]);
+            return NULL;
+        }
+    }
+    memcpy(field_offset, offsets, sizeof(offsets));
+    Py_INCREF(cls);
+    Py_XSETREF(event_type, t);
+    Py_INCREF(fallback);
+    Py_XSETREF(event_fallback, fallback);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_make_event(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: Event is not configured");
+        return NULL;
+    }
+    if (kwnames != NULL || n < 4 || n > N_FIELDS) { /* the twin reports or handles it */
+        return PyObject_Vectorcall(event_fallback, args, nargsf, kwnames);
+    }
+    return new_event(args, n);
+}
+
+/* An event is a value: once built, nothing can make it refer back to itself. When
+ * every field is a string or None and the payload a frozen dict of scalars, the
+ * event cannot be part of a reference cycle, so the cyclic GC need not track it
+ * (CPython does the same for tuples and dicts of atomic values). A large backlog
+ * then costs the collector nothing (a fifth of a publish_nowait burst, measured).
+ * dict's own insert re-tracks the payload if anyone forces a container into it
+ * past its read-only interface (dict.__setitem__(event.payload, ...)); a cycle
+ * made that way back to the event itself is not collected (README: C accelerator). */
+static int
+atomic_field(PyObject *v)
+{
+    return v == Py_None || PyUnicode_CheckExact(v);
+}
+
+static void
+untrack_value_event(PyObject *ev, PyObject *etype, PyObject *frozen, int flat, PyObject *source,
+                    PyObject *correlation_id, PyObject *causation_id)
+{
+    if (!Py_IS_TYPE(frozen, frozen_dict_type) || !atomic_field(etype) || !atomic_field(source) ||
+        !atomic_field(correlation_id) || !atomic_field(causation_id)) {
+        return;
+    }
+    if (PyObject_GC_IsTracked(frozen)) {
+        if (!flat && !flat_scalars(frozen)) {
+            return;
+        }
+        PyObject_GC_UnTrack(frozen);
+    }
+    PyObject_GC_UnTrack(ev);
+}
+
+/* The non-traced envelope of bus._envelope, after correlation/causation lookup:
+ * one clock read for timestamp and id, the id, the frozen payload, the Event. */
+static PyObject *
+build_event(PyObject *etype, PyObject *payload, PyObject *source, PyObject *correlation_id,
+            PyObject *causation_id)
+{
+    int64_t ns;
+    if (wall_ns(&ns) < 0) {
+        return NULL;
+    }
+    double now = ns_to_seconds(ns);
+    PyObject *event_id = event_id_for(now);
+    if (event_id == NULL) {
+        return NULL;
+    }
+    int flat;
+    PyObject *frozen = freeze_checked(payload, &flat);
+    if (frozen == NULL) {
+        Py_DECREF(event_id);
+        return NULL;
+    }
+    PyObject *stamp = PyFloat_FromDouble(now);
+    if (stamp == NULL) {
+        Py_DECREF(event_id);
+        Py_DECREF(frozen);
+        return NULL;
+    }
+    PyObject *values[7] = {
+        etype, frozen, stamp, event_id, source,
+        correlation_id != Py_None ? correlation_id : event_id, causation_id,
+    };
+    PyObject *ev = new_event(values, 7);
+    if (ev != NULL) {
+        untrack_value_event(ev, etype, frozen, flat, source, values[5], causation_id);
+    }
+    Py_DECREF(event_id);
+    Py_DECREF(frozen);
+    Py_DECREF(stamp);
+    return ev;
+}
+
+static int
+envelope_ready(void)
+{
+    if (!id_seeded || frozen_dict_type == NULL || event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: the envelope is not configured");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+sp_build_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "build_event takes 5 positional arguments");
+        return NULL;
+    }
+    if (!envelope_ready()) {
+        return NULL;
+    }
+    return build_event(args[0], args[1], args[2], args[3], args[4]);
+}
+
+/* ---------------------------------------------------- publish_nowait (bus) */
+
+/* what the bus hot path reads (see bus.EventBus.publish_nowait and its helpers) */
+static PyTypeObject *bus_type;            /* bus.EventBus (exact type only) */
+static PyObject *py_publish_nowait;       /* the Python method: every other case */
+static PyObject *running_loop_fn;         /* asyncio._get_running_loop */
+static PyObject *current_event_var;       /* context._current_event */
+static PyObject *correlation_var;         /* context._correlation_id */
+static int context_layout_ok;             /* Context internals checked at set_bus */
+
+static PyObject *s_dispatcher, *s_quick_loop, *s_slow_publish, *s_schemas, *s_tracer,
+    *s_audit, *s_metrics, *s_published, *s_count_published, *s_registry, *s_cache, *s_match,
+    *s_last_ctx, *s_acc, *s_place_new, *s_lane, *s_active, *s_closing, *s_dead, *s_mailbox,
+    *s_tail_ctx, *s_markers, *s_waiter, *s_wake, *s_append, *s_get, *s_event, *s_payload,
+    *s_source, *s_correlation_id, *s_causation_id, *s_event_id;
+static PyObject *int_one;
+
+/* CPython's Context object (Include/internal/pycore_context.h, 3.11-3.13); used only
+ * after set_bus verified it on live objects, to see that two snapshots share one
+ * immutable variable mapping (then they hold identical values). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars;
+    PyObject *ctx_weakreflist;
+    int ctx_entered;
+} ContextLayout;
+
+static int
+check_context_layout(void)
+{
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+    PyObject *a = PyContext_CopyCurrent();
+    PyObject *b = PyContext_CopyCurrent();
+    PyObject *e = PyContext_New();
+    int ok = 0;
+    if (a != NULL && b != NULL && e != NULL) {
+        PyObject *va = ((ContextLayout *)a)->ctx_vars;
+        PyObject *ve = ((ContextLayout *)e)->ctx_vars;
+        ok = va != NULL && va == ((ContextLayout *)b)->ctx_vars && ve != NULL &&
+             strcmp(Py_TYPE(va)->tp_name, "hamt") == 0 && strcmp(Py_TYPE(ve)->tp_name, "hamt") == 0 &&
+             ((ContextLayout *)a)->ctx_weakreflist == NULL && ((ContextLayout *)a)->ctx_entered == 0;
+    }
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(e);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        ok = 0;
+    }
+    return ok;
+#else
+    return 0;
+#endif
+}
+
+static int
+is_true_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* 1 when `obj.name is None`, 0 when not, -1 on error */
+static int
+is_none_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = v == Py_None;
+    Py_DECREF(v);
+    return r;
+}
+
+static int
+add_one_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    PyObject *n = PyNumber_Add(v, int_one);
+    Py_DECREF(v);
+    if (n == NULL) {
+        return -1;
+    }
+    int r = PyObject_SetAttr(obj, name, n);
+    Py_DECREF(n);
+    return r;
+}
+
+/* bus._snapshot(): share the previous snapshot when every value is the identical
+ * object (same mapping object: certainly; otherwise compared item by item) */
+static int
+same_context_values(PyObject *ctx, PyObject *last)
+{
+    if (context_layout_ok && ((ContextLayout *)ctx)->ctx_vars == ((ContextLayout *)last)->ctx_vars) {
+        return 1;
+    }
+    Py_ssize_t n = PyObject_Size(ctx);
+    if (n < 0) {
+        return -1;
+    }
+    Py_ssize_t m = PyObject_Size(last);
+    if (m < 0) {
+        return -1;
+    }
+    if (n != m) {
+        return 0;
+    }
+    PyObject *it = PyObject_GetIter(ctx);
+    if (it == NULL) {
+        return -1;
+    }
+    int same = 1;
+    PyObject *var;
+    while (same == 1 && (var = PyIter_Next(it)) != NULL) {
+        PyObject *value = PyObject_GetItem(ctx, var);
+        PyObject *other = value != NULL ? PyObject_GetItem(last, var) : NULL;
+        if (value == NULL) {
+            same = -1;
+        }
+        else if (other == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_KeyError)) {
+                PyErr_Clear();
+                same = 0;
+            }
+            else {
+                same = -1;
+            }
+        }
+        else if (other != value) {
+            same = 0;
+        }
+        Py_XDECREF(value);
+        Py_XDECREF(other);
+        Py_DECREF(var);
+    }
+    Py_DECREF(it);
+    if (same == 1 && PyErr_Occurred()) {
+        return -1;
+    }
+    return same;
+}
+
+static PyObject *
+snapshot(PyObject *bus)
+{
+    PyObject *ctx = PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        return NULL;
+    }
+    PyObject *last = PyObject_GetAttr(bus, s_last_ctx);
+    if (last == NULL) {
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    if (last != Py_None && PyContext_CheckExact(last)) {
+        int same = same_context_values(ctx, last);
+        if (same < 0) {
+            Py_DECREF(ctx);
+            Py_DECREF(last);
+            return NULL;
+        }
+        if (same) {
+            Py_DECREF(ctx);
+            return last;
+        }
+    }
+    Py_DECREF(last);
+    if (PyObject_SetAttr(bus, s_last_ctx, ctx) < 0) {
+        Py_DECREF(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static int
+call_method_1(PyObject *obj, PyObject *name, PyObject *arg)
+{
+    PyObject *args[2] = {obj, arg};
+    PyObject *r = PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Dispatcher.dispatch_new + _place_new: admission counter step, then a bare event
+ * (after a Context marker when the context changed) into the single open lane's
+ * mailbox; any other case goes through the Python _place_new. */
+static int
+dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
+{
+    PyObject *acc = PyObject_GetAttr(d, s_acc);
+    if (acc == NULL) {
+        return -1;
+    }
+    if (!PyIter_Check(acc)) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator", Py_TYPE(acc)->tp_name);
+        Py_DECREF(acc);
+        return -1;
+    }
+    PyObject *step = PyIter_Next(acc); /* next(self._acc) */
+    Py_DECREF(acc);
+    if (step == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetNone(PyExc_StopIteration);
+        }
+        return -1;
+    }
+    Py_DECREF(step);
+    if (PyTuple_CheckExact(subs) && PyTuple_GET_SIZE(subs) == 1) {
+        PyObject *sub = PyTuple_GET_ITEM(subs, 0);
+        PyObject *lane = PyObject_GetAttr(sub, s_lane);
+        if (lane == NULL) {
+            return -1;
+        }
+        int open = 0;
+        if (lane != Py_None) {
+            open = is_true_attr(sub, s_active);
+            if (open == 1) {
+                int closing = is_true_attr(lane, s_closing);
+                int dead = closing == 0 ? is_true_attr(lane, s_dead) : 0;
+                open = closing < 0 || dead < 0 ? -1 : !(closing || dead);
+            }
+        }
+        if (open < 0) {
+            Py_DECREF(lane);
+            return -1;
+        }
+        if (open) {
+            int rc = -1;
+            PyObject *mailbox = PyObject_GetAttr(lane, s_mailbox);
+            PyObject *tail = mailbox != NULL ? PyObject_GetAttr(lane, s_tail_ctx) : NULL;
+            if (tail == NULL) {
+                goto lane_done;
+            }
+            if (tail != ctx) {
+                if (call_method_1(mailbox, s_append, ctx) < 0 ||
+                    PyObject_SetAttr(lane, s_tail_ctx, ctx) < 0 || add_one_attr(lane, s_markers) < 0) {
+                    goto lane_done;
+                }
+            }
+            if (call_method_1(mailbox, s_append, ev) < 0) { /* bare: see _Lane */
+                goto lane_done;
+            }
+            int idle = is_none_attr(lane, s_waiter);
+            if (idle < 0) {
+                goto lane_done;
+            }
+            if (!idle) {
+                PyObject *r = PyObject_CallMethodNoArgs(lane, s_wake);
+                if (r == NULL) {
+                    goto lane_done;
+                }
+                Py_DECREF(r);
+            }
+            rc = 0;
+        lane_done:
+            Py_XDECREF(tail);
+            Py_XDECREF(mailbox);
+            Py_DECREF(lane);
+            return rc;
+        }
+        Py_DECREF(lane);
+    }
+    PyObject *args[4] = {d, ev, subs, ctx};
+    PyObject *r = PyObject_VectorcallMethod(s_place_new, args, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* Call the Python publish_nowait with the caller's arguments, unchanged */
+static PyObject *
+forward(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    Py_ssize_t total = 1 + nargs + nkw;
+    PyObject *small[8];
+    PyObject **stack = total <= 8 ? small : PyMem_New(PyObject *, total);
+    if (stack == NULL) {
+        return PyErr_NoMemory();
+    }
+    stack[0] = self;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++) {
+        stack[1 + i] = args[i];
+    }
+    PyObject *r = PyObject_Vectorcall(py_publish_nowait, stack, 1 + nargs, kwnames);
+    if (stack != small) {
+        PyMem_Free(stack);
+    }
+    return r;
+}
+
+static int
+kw_is(PyObject *name, PyObject *interned)
+{
+    return name == interned || PyUnicode_Compare(name, interned) == 0;
+}
+
+/* var.get(): its value, else its default, else LookupError */
+static int
+context_var_get(PyObject *var, PyObject **out)
+{
+    if (PyContextVar_Get(var, NULL, out) < 0) {
+        return -1;
+    }
+    if (*out == NULL) {
+        PyErr_SetObject(PyExc_LookupError, var);
+        return -1;
+    }
+    return 0;
+}
+
+/* -1 error, 0 declined (forward), 1 hot path applies */
+static int
+hot_path_applies(PyObject *self, PyObject *d, PyObject *event, PyObject *payload)
+{
+    if (!PyUnicode_CheckExact(event) || !PyDict_CheckExact(payload) ||
+        PyUnicode_GET_LENGTH(event) == 0) {
+        return 0;
+    }
+    PyObject *loop = PyObject_CallNoArgs(running_loop_fn);
+    if (loop == NULL) {
+        return -1;
+    }
+    PyObject *quick = PyObject_GetAttr(d, s_quick_loop);
+    Py_DECREF(loop); /* only its identity is compared */
+    if (quick == NULL) {
+        return -1;
+    }
+    int on_loop = quick == loop;
+    Py_DECREF(quick);
+    if (!on_loop) {
+        return 0;
+    }
+    int r = is_true_attr(self, s_slow_publish);
+    if (r != 0) {
+        return r < 0 ? -1 : 0;
+    }
+    PyObject *schemas = PyObject_GetAttr(self, s_schemas);
+    if (schemas == NULL) {
+        return -1;
+    }
+    r = PySequence_Contains(schemas, event);
+    Py_DECREF(schemas);
+    if (r != 0) {
+        return r < 0 ? -1 : 0;
+    }
+    r = is_none_attr(self, s_tracer); /* a traced envelope: the Python path */
+    return r;
+}
+
+static PyObject *
+sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!Py_IS_TYPE(self, bus_type) || nargs > 2) {
+        return forward(self, args, nargs, kwnames);
+    }
+    PyObject *event = nargs > 0 ? args[0] : NULL;
+    PyObject *payload = nargs > 1 ? args[1] : Py_None;
+    PyObject *source = Py_None, *correlation_id = Py_None, *causation_id = Py_None;
+    if (kwnames != NULL) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(kwnames); i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            PyObject *value = args[nargs + i];
+            if (kw_is(name, s_source)) {
+                source = value;
+            }
+            else if (kw_is(name, s_correlation_id)) {
+                correlation_id = value;
+            }
+            else if (kw_is(name, s_causation_id)) {
+                causation_id = value;
+            }
+            else if (kw_is(name, s_event) && event == NULL) {
+                event = value;
+            }
+            else if (kw_is(name, s_payload) && nargs < 2) {
+                payload = value;
+            }
+            else { /* duplicates, unknown names: the Python method reports them */
+                return forward(self, args, nargs, kwnames);
+            }
+        }
+    }
+    if (event == NULL) {
+        return forward(self, args, nargs, kwnames);
+    }
+    PyObject *d = PyObject_GetAttr(self, s_dispatcher);
+    if (d == NULL) {
+        return NULL;
+    }
+    int applies = hot_path_applies(self, d, event, payload);
+    if (applies <= 0) {
+        Py_DECREF(d);
+        return applies < 0 ? NULL : forward(self, args, nargs, kwnames);
+    }
+    /* from here on: bus._envelope, the published count, matching and dispatch_new */
+    PyObject *parent = NULL, *corr = NULL, *ev = NULL, *subs = NULL, *ctx = NULL;
+    PyObject *result = NULL;
+    if (context_var_get(current_event_var, &parent) < 0) {
+        goto done;
+    }
+    if (correlation_id == Py_None) {
+        if (context_var_get(correlation_var, &corr) < 0) {
+            goto done;
+        }
+        if (corr == Py_None && parent != Py_None) {
+            Py_DECREF(corr);
+            corr = PyObject_GetAttr(parent, s_correlation_id);
+            if (corr == NULL) {
+                goto done;
+            }
+        }
+        correlation_id = corr;
+    }
+    if (causation_id == Py_None && parent != Py_None) {
+        PyObject *cause = PyObject_GetAttr(parent, s_event_id);
+        if (cause == NULL) {
+            goto done;
+        }
+        ev = build_event(event, payload, source, correlation_id, cause);
+        Py_DECREF(cause);
+    }
+    else {
+        ev = build_event(event, payload, source, correlation_id, causation_id);
+    }
+    if (ev == NULL) {
+        goto done;
+    }
+    int plain = is_none_attr(self, s_audit);
+    if (plain == 1) {
+        plain = is_none_attr(self, s_metrics);
+    }
+    if (plain < 0) {
+        goto done;
+    }
+    if (plain ? add_one_attr(self, s_published) < 0
+              : call_method_1(self, s_count_published, ev) < 0) {
+        goto done;
+    }
+    PyObject *registry = PyObject_GetAttr(self, s_registry);
+    if (registry == NULL) {
+        goto done;
+    }
+    PyObject *cache = PyObject_GetAttr(registry, s_cache);
+    if (cache == NULL) {
+        Py_DECREF(registry);
+        goto done;
+    }
+    if (PyDict_CheckExact(cache)) {
+        subs = PyDict_GetItemWithError(cache, event);
+        Py_XINCREF(subs);
+    }
+    else {
+        PyObject *cargs[2] = {cache, event};
+        subs = PyObject_VectorcallMethod(s_get, cargs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    }
+    Py_DECREF(cache);
+    int found = subs != NULL ? PyObject_IsTrue(subs) : (PyErr_Occurred() ? -1 : 0);
+    if (found < 0) {
+        Py_DECREF(registry);
+        goto done;
+    }
+    if (!found) {
+        Py_XDECREF(subs);
+        PyObject *margs[2] = {registry, event};
+        subs = PyObject_VectorcallMethod(s_match, margs, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        found = subs != NULL ? PyObject_IsTrue(subs) : -1;
+    }
+    Py_DECREF(registry);
+    if (found < 0) {
+        goto done;
+    }
+    if (found) {
+        ctx = snapshot(self);
+        if (ctx == NULL || dispatch_new(d, ev, subs, ctx) < 0) {
+            goto done;
+        }
+    }
+    result = Py_NewRef(ev);
+done:
+    Py_DECREF(d);
+    Py_XDECREF(parent);
+    Py_XDECREF(corr);
+    Py_XDECREF(ev);
+    Py_XDECREF(subs);
+    Py_XDECREF(ctx);
+    return result;
+}
+
+static PyMethodDef publish_nowait_def = {
+    "publish_nowait", (PyCFunction)(void (*)(void))sp_publish_nowait, METH_FASTCALL | METH_KEYWORDS,
+    "publish_nowait($self, event, payload=None, *, source=None, correlation_id=None, "
+    "causation_id=None)\n--\n\n"
+    "Fire and forget: accept the event and return it (None if dropped).\n\n"
+    "Under the BLOCK policy with the bus full, this raises BackpressureError\n"
+    "when called from async code (it must not block the loop); use\n"
+    "``await bus.publish(..., wait=False)`` there. From a plain thread it waits.\n"
+    "(C accelerator; the Python method EventBus._py_publish_nowait is the reference.)",
+};
+
+static PyObject *
+sp_set_bus(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *py_method, *loop_fn, *cur_var, *corr_var;
+    if (!PyArg_ParseTuple(args, "O!OOO!O!:set_bus", &PyType_Type, &cls, &py_method, &loop_fn,
+                          &PyContextVar_Type, &cur_var, &PyContextVar_Type, &corr_var)) {
+        return NULL;
+    }
+    if (!envelope_ready()) {
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(bus_type, (PyTypeObject *)cls);
+    Py_INCREF(py_method);
+    Py_XSETREF(py_publish_nowait, py_method);
+    Py_INCREF(loop_fn);
+    Py_XSETREF(running_loop_fn, loop_fn);
+    Py_INCREF(cur_var);
+    Py_XSETREF(current_event_var, cur_var);
+    Py_INCREF(corr_var);
+    Py_XSETREF(correlation_var, corr_var);
+    context_layout_ok = check_context_layout();
+    return PyDescr_NewMethod((PyTypeObject *)cls, &publish_nowait_def);
+}
+
+/* ---------------------------------------------------- quick lane (dispatch) */
+
+/* what dispatch.Dispatcher._run_quick reads; configured by set_dispatch */
+static PyObject *q_current_event, *q_correlation, *q_await_any, *q_perf;
+static PyObject *s_head_ctx, *s_running, *s_concurrency, *s_popleft;
+
+static PyObject *
+sp_set_dispatch(PyObject *self, PyObject *args)
+{
+    PyObject *cur_var, *corr_var, *await_any, *perf;
+    if (!PyArg_ParseTuple(args, "O!O!OO:set_dispatch", &PyContextVar_Type, &cur_var,
+                          &PyContextVar_Type, &corr_var, &await_any, &perf)) {
+        return NULL;
+    }
+    Py_INCREF(cur_var);
+    Py_XSETREF(q_current_event, cur_var);
+    Py_INCREF(corr_var);
+    Py_XSETREF(q_correlation, corr_var);
+    Py_INCREF(await_any);
+    Py_XSETREF(q_await_any, await_any);
+    Py_INCREF(perf);
+    Py_XSETREF(q_perf, perf);
+    Py_RETURN_NONE;
+}
+
+static int
+add_to_attr(PyObject *obj, PyObject *name, long delta)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    long n = PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    PyObject *nv = PyLong_FromLong(n + delta);
+    if (nv == NULL) {
+        return -1;
+    }
+    int r = PyObject_SetAttr(obj, name, nv);
+    Py_DECREF(nv);
+    return r;
+}
+
+static int
+popleft(PyObject *mailbox)
+{
+    PyObject *r = PyObject_CallMethodNoArgs(mailbox, s_popleft);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+/* 1 when the lane may start its head now (_run_quick's guard), 0 not, -1 error */
+static int
+lane_open(PyObject *lane, PyObject *sub)
+{
+    PyObject *running = PyObject_GetAttr(lane, s_running);
+    if (running == NULL) {
+        return -1;
+    }
+    PyObject *concurrency = PyObject_GetAttr(sub, s_concurrency);
+    if (concurrency == NULL) {
+        Py_DECREF(running);
+        return -1;
+    }
+    int full = PyObject_RichCompareBool(running, concurrency, Py_GE);
+    Py_DECREF(running);
+    Py_DECREF(concurrency);
+    if (full != 0) {
+        return full < 0 ? -1 : 0;
+    }
+    int closing = is_true_attr(lane, s_closing);
+    if (closing != 0) {
+        return closing < 0 ? -1 : 0;
+    }
+    return is_true_attr(sub, s_active);
+}
+
+/* The exception being handled, with its traceback attached (what `except` binds) */
+static PyObject *
+take_exception(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* Step `handler(event)` once in `ctx` as dispatch._enter_async + coro.send(None)
+ * do: the current event and correlation id set, the coroutine sent None (no
+ * StopIteration object when it returns). PYGEN_RETURN, PYGEN_NEXT (*coro_out and
+ * *yielded set) or PYGEN_ERROR (exception set). */
+static PySendResult
+step_handler(PyObject *ctx, PyObject *handler, PyObject *event, PyObject **coro_out,
+             PyObject **yielded)
+{
+    *coro_out = NULL;
+    *yielded = NULL;
+    if (PyContext_Enter(ctx) < 0) {
+        return PYGEN_ERROR;
+    }
+    PySendResult status = PYGEN_ERROR;
+    PyObject *coro = NULL;
+    PyObject *token = PyContextVar_Set(q_current_event, event);
+    if (token == NULL) {
+        goto exit;
+    }
+    Py_DECREF(token);
+    PyObject *corr = *(PyObject **)((char *)event + field_offset[5]);
+    if (corr != NULL && corr != Py_None) {
+        token = PyContextVar_Set(q_correlation, corr);
+        if (token == NULL) {
+            goto exit;
+        }
+        Py_DECREF(token);
+    }
+    coro = PyObject_CallOneArg(handler, event);
+    if (coro != NULL && !PyCoro_CheckExact(coro)) {
+        Py_SETREF(coro, PyObject_CallOneArg(q_await_any, coro));
+    }
+    if (coro == NULL) {
+        goto exit;
+    }
+    PyObject *result = NULL;
+    status = PyIter_Send(coro, Py_None, &result);
+    if (status == PYGEN_NEXT) {
+        *coro_out = coro;
+        *yielded = result;
+        coro = NULL;
+    }
+    else if (status == PYGEN_RETURN) {
+        Py_DECREF(result);
+    }
+exit:
+    Py_XDECREF(coro);
+    if (PyContext_Exit(ctx) < 0) {
+        if (status == PYGEN_NEXT) { /* cannot happen: ctx was entered above */
+            Py_CLEAR(*coro_out);
+            Py_CLEAR(*yielded);
+        }
+        return PYGEN_ERROR;
+    }
+    return status;
+}
+
+/* quick_bare(lane, sub, handler, fin, budget) -> (done, leftover)
+ *
+ * _run_quick's loop for bare fire-and-forget events (no observer, no span): pops
+ * context markers and bare events from the head of the lane's mailbox and steps
+ * each handler once in a copy of its context; `done` entries were handled. It
+ * stops at the budget, an empty mailbox, a head of another kind or a closed lane
+ * (leftover None: the Python loop takes that head), or at a handler that did not
+ * simply return: leftover is (event, base_ctx, ctx, coro, yielded, start, exc),
+ * with the event popped and counted as running, for the Python loop to finish
+ * (exc None: the handler suspended; else what it raised). */
+static PyObject *
+sp_quick_bare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "quick_bare takes 5 positional arguments");
+        return NULL;
+    }
+    if (q_perf == NULL || event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: dispatch is not configured");
+        return NULL;
+    }
+    PyObject *lane = args[0], *sub = args[1], *handler = args[2], *fin = args[3];
+    if (!PyIter_Check(fin)) {
+        PyErr_Format(PyExc_TypeError, "'%.200s' object is not an iterator", Py_TYPE(fin)->tp_name);
+        return NULL;
+    }
+    Py_ssize_t budget = PyLong_AsSsize_t(args[4]);
+    if (budget == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *mailbox = PyObject_GetAttr(lane, s_mailbox);
+    if (mailbox == NULL) {
+        return NULL;
+    }
+    Py_ssize_t done = 0;
+    PyObject *leftover = NULL;
+    while (done < budget) {
+        Py_ssize_t size = PyObject_Length(mailbox);
+        if (size <= 0) {
+            if (size < 0) {
+                goto error;
+            }
+            break;
+        }
+        PyObject *entry = PySequence_GetItem(mailbox, 0);
+        if (entry == NULL) {
+            goto error;
+        }
+        if (PyContext_CheckExact(entry)) { /* _Lane.pop_marker */
+            int rc = PyObject_SetAttr(lane, s_head_ctx, entry);
+            Py_DECREF(entry);
+            if (rc < 0 || add_to_attr(lane, s_markers, -1) < 0 || popleft(mailbox) < 0) {
+                goto error;
+            }
+            done++;
+            continue;
+        }
+        if (!Py_IS_TYPE(entry, event_type)) {
+            Py_DECREF(entry);
+            break;
+        }
+        int open = lane_open(lane, sub);
+        if (open <= 0) {
+            Py_DECREF(entry);
+            if (open < 0) {
+                goto error;
+            }
+            break;
+        }
+        PyObject *base = PyObject_GetAttr(lane, s_head_ctx);
+        if (base == NULL) {
+            Py_DECREF(entry);
+            goto error;
+        }
+        if (!PyContext_CheckExact(base)) {
+            Py_DECREF(entry);
+            Py_DECREF(base);
+            PyErr_SetString(PyExc_RuntimeError, "a bare mailbox event without a context");
+            goto error;
+        }
+        /* counted before popping: lanes_idle() in another thread sees it */
+        if (add_to_attr(lane, s_running, 1) < 0 || popleft(mailbox) < 0) {
+            Py_DECREF(entry);
+            Py_DECREF(base);
+            goto error;
+        }
+        PyObject *ctx = PyContext_Copy(base);
+        PyObject *start = ctx != NULL ? PyObject_CallNoArgs(q_perf) : NULL;
+        if (start == NULL) {
+            Py_XDECREF(ctx);
+            Py_DECREF(entry);
+            Py_DECREF(base);
+            goto error;
+        }
+        PyObject *coro, *yielded;
+        PySendResult status = step_handler(ctx, handler, entry, &coro, &yielded);
+        done++;
+        if (status == PYGEN_RETURN) {
+            Py_DECREF(ctx);
+            Py_DECREF(start);
+            Py_DECREF(base);
+            Py_DECREF(entry);
+            PyObject *n = PyIter_Next(fin); /* the release count: a bare event is unbounded */
+            if (n == NULL || add_to_attr(lane, s_running, -1) < 0) {
+                Py_XDECREF(n);
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_RuntimeError, "the release counter ended");
+                }
+                goto error;
+            }
+            Py_DECREF(n);
+            continue;
+        }
+        PyObject *exc = Py_None;
+        if (status == PYGEN_ERROR) {
+            exc = take_exception();
+            if (exc == NULL) {
+                exc = Py_NewRef(Py_None);
+            }
+            coro = Py_NewRef(Py_None);
+            yielded = Py_NewRef(Py_None);
+        }
+        else {
+            Py_INCREF(exc);
+        }
+        leftover = PyTuple_Pack(7, entry, base, ctx, coro, yielded, start, exc);
+        Py_DECREF(entry);
+        Py_DECREF(base);
+        Py_DECREF(ctx);
+        Py_DECREF(coro);
+        Py_DECREF(yielded);
+        Py_DECREF(start);
+        Py_DECREF(exc);
+        if (leftover == NULL) {
+            goto error;
+        }
+        break;
+    }
+    Py_DECREF(mailbox);
+    PyObject *result = Py_BuildValue("(nO)", done, leftover != NULL ? leftover : Py_None);
+    Py_XDECREF(leftover);
+    return result;
+error:
+    Py_DECREF(mailbox);
+    Py_XDECREF(leftover);
+    return NULL;
+}
+
+static int
+intern_names(void)
+{
+#define INTERN(var, text)                                  \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) { \
+        return -1;                                         \
+    }
+    INTERN(s_dispatcher, "_dispatcher");
+    INTERN(s_quick_loop, "quick_loop");
+    INTERN(s_slow_publish, "_slow_publish");
+    INTERN(s_schemas, "_schemas");
+    INTERN(s_tracer, "tracer");
+    INTERN(s_audit, "_audit");
+    INTERN(s_metrics, "metrics");
+    INTERN(s_published, "_published");
+    INTERN(s_count_published, "_count_published");
+    INTERN(s_registry, "_registry");
+    INTERN(s_cache, "cache");
+    INTERN(s_match, "match");
+    INTERN(s_last_ctx, "_last_ctx");
+    INTERN(s_acc, "_acc");
+    INTERN(s_place_new, "_place_new");
+    INTERN(s_lane, "_lane");
+    INTERN(s_active, "_active");
+    INTERN(s_closing, "closing");
+    INTERN(s_dead, "dead");
+    INTERN(s_mailbox, "mailbox");
+    INTERN(s_tail_ctx, "tail_ctx");
+    INTERN(s_markers, "markers");
+    INTERN(s_waiter, "waiter");
+    INTERN(s_wake, "wake");
+    INTERN(s_append, "append");
+    INTERN(s_get, "get");
+    INTERN(s_event, "event");
+    INTERN(s_payload, "payload");
+    INTERN(s_source, "source");
+    INTERN(s_correlation_id, "correlation_id");
+    INTERN(s_causation_id, "causation_id");
+    INTERN(s_event_id, "event_id");
+    INTERN(s_head_ctx, "head_ctx");
+    INTERN(s_running, "running");
+    INTERN(s_concurrency, "concurrency");
+    INTERN(s_popleft, "popleft");
+#undef INTERN
+    int_one = PyLong_FromLong(1);
+    return int_one == NULL ? -1 : 0;
+}
+
+/* ----------------------------------------------------------------- module */
+
+static PyMethodDef module_methods[] = {
+    {"seed_ids", sp_seed_ids, METH_VARARGS,
+     "seed_ids(start, node)\n--\n\nSet the shared id counter and the process node."},
+    {"event_id_at", sp_event_id_at, METH_O,
+     "event_id_at(now, /)\n--\n\nThe evt_ id of an event created at Unix time now."},
+    {"new_event_id", sp_new_event_id, METH_NOARGS,
+     "new_event_id()\n--\n\nA new evt_ id."},
+    {"new_id", sp_new_id, METH_O,
+     "new_id(prefix, /)\n--\n\nprefix followed by a unique, time-ordered hex id."},
+    {"set_frozen", sp_set_frozen, METH_VARARGS,
+     "set_frozen(frozen_dict, fallback)\n--\n\nConfigure payload freezing."},
+    {"freeze_payload", sp_freeze_payload, METH_O,
+     "freeze_payload(payload, /)\n--\n\nFreeze a publish payload (see _frozen.freeze_payload)."},
+    {"set_event", sp_set_event, METH_VARARGS,
+     "set_event(event, layout, fallback)\n--\n\nConfigure Event construction."},
+    {"make_event", (PyCFunction)(void (*)(void))sp_make_event, METH_FASTCALL | METH_KEYWORDS,
+     "make_event(event_type, payload, timestamp, event_id, source=None, correlation_id=None, "
+     "causation_id=None, traceparent=None, tracestate=None)\n--\n\n"
+     "An Event from already-validated, already-frozen fields."},
+    {"build_event", (PyCFunction)(void (*)(void))sp_build_event, METH_FASTCALL,
+     "build_event(event_type, payload, source, correlation_id, causation_id, /)\n--\n\n"
+     "The non-traced envelope: timestamp, id, frozen payload."},
+    {"set_bus", sp_set_bus, METH_VARARGS,
+     "set_bus(event_bus, py_publish_nowait, get_running_loop, current_event, correlation_id)\n--\n\n"
+     "Configure the publish_nowait hot path; returns the method to install on EventBus."},
+    {"set_dispatch", sp_set_dispatch, METH_VARARGS,
+     "set_dispatch(current_event, correlation_id, await_any, perf_counter)\n--\n\n"
+     "Configure the quick lane loop."},
+    {"quick_bare", (PyCFunction)(void (*)(void))sp_quick_bare, METH_FASTCALL,
+     "quick_bare(lane, sub, handler, fin, budget, /)\n--\n\n"
+     "Run a lane's queued bare events (see dispatch.Dispatcher._run_quick)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "aperion_event_bus._speedups",
+    .m_doc = "Optional C accelerator; every function has a pure-Python twin.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (PyType_Ready(&CounterType) < 0) {
+        return NULL;
+    }
+    empty_tuple = PyTuple_New(0);
+    str_evt = PyUnicode_InternFromString("evt_");
+    str_empty = PyUnicode_InternFromString("");
+    if (empty_tuple == NULL || str_evt == NULL || str_empty == NULL || intern_names() < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&speedups_module);
+    if (m == NULL) {
+        return NULL;
+    }
+    PyObject *counter = PyType_GenericNew(&CounterType, empty_tuple, NULL);
+    if (counter == NULL || PyModule_AddObject(m, "id_counter", counter) < 0) {
+        Py_XDECREF(counter);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
