@@ -130,8 +130,11 @@ def _encode_run(runs: list[Any], results: list[Any]) -> str:
     return "[" + ",".join(part for part in parts if part) + "]"
 
 
-def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
-    """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run."""
+def append(conn: sqlite3.Connection, runs: list[Any], seqs: Any = None) -> list[Any]:
+    """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run.
+
+    ``seqs`` (an ``_ops.RecentSeqs``): told the seqs of the events when they are known
+    (every event new: consecutive seqs), else to forget what it knows."""
     results: list[Any] = [None] * len(runs)
     text = _encode_run(runs, results)
     kept = [op for op, result in zip(runs, results, strict=True) if result is None]
@@ -147,13 +150,18 @@ def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
         cur = conn.execute(_INSERT_ROWS, (dumps(rows),))
     else:
         cur = conn.execute(_INSERT_BODIES, (text,))
+    count = len(events)
+    last = cur.lastrowid if cur.rowcount == count else None  # seqs last - count + 1 .. last
+    if seqs is not None:
+        if last is not None:
+            seqs.stage(events, last - count + 1)
+        else:
+            seqs.forget()
     names = kept[0][1]
     uniform = all(op_names == names for _, op_names in kept)
     if uniform and not names:
         return results
-    count = len(events)
-    if uniform and cur.rowcount == count and cur.lastrowid is not None:
-        last = cur.lastrowid
+    if uniform and last is not None:
         conn.execute(_INSERT_RANGE, (last - count + 1, last, dumps(names)))
     else:
         pairs = [(e.event_id, name) for op_events, op_names in kept for e in op_events for name in op_names]
