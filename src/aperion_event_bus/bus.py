@@ -29,7 +29,7 @@ from .context import _correlation_id, _current_event
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
-from .results import HandlerResult, PublishResult
+from .results import HandlerResult, PublishResult, _handler_result
 from .subscriptions import Subscription, SubscriptionRegistry
 from .typed import EventSchema, event_type_of
 from .validation import EventValidator
@@ -1002,7 +1002,7 @@ class EventBus:
             else:
                 value, error, timed_out, duration, attempts = outcome
                 results.append(
-                    HandlerResult(
+                    _handler_result(
                         sub.subscription_id, sub.handler_name, value, error, timed_out, duration, attempts
                     )
                 )
