@@ -416,7 +416,7 @@ class EventBus:
             event_type = event_or_type
             if payload is None:
                 payload = {}
-            elif not isinstance(payload, Mapping):
+            elif type(payload) is not dict and not isinstance(payload, Mapping):  # ABC check: slow
                 raise ValidationError("payload must be a dict", event_type)
             schema = self._schemas.get(event_type)
             if schema is not None:
