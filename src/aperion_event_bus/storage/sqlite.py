@@ -539,6 +539,20 @@ class SQLiteStore:
     ) -> AsyncIterator[Event]:
         """``iter_events`` for async code: each page is read in a worker thread
         (the next page is fetched while the current one is consumed)."""
+        async for events in self.aiter_pages(since, until, types, correlation_id, batch_size):
+            for event in events:
+                yield event
+
+    async def aiter_pages(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        types: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[list[Event]]:
+        """``aiter_events`` a page (a list of up to ``batch_size`` events) at a time,
+        for consumers that handle a page in one go (``EventBus.replay``)."""
         query = EventQuery(since, until, types, correlation_id)
         if query.empty:
             return
@@ -567,8 +581,8 @@ class SQLiteStore:
                 more = after < last
                 if more:
                     pending = asyncio.ensure_future(asyncio.to_thread(page, after, last))
-                for event in events:
-                    yield event
+                if events:
+                    yield events
                 if not more:
                     return
         finally:
