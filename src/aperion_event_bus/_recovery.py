@@ -93,24 +93,61 @@ async def replay(
     ctx = copy_context()
     ctx.run(_replaying.set, True)
     count = 0
-    async for event in store.aiter_events(since, until, types, correlation_id):
+    on_loop = d.on_loop_thread()  # this task stays on its loop
+    async for events in store.aiter_pages(since, until, types, correlation_id):
         if sub.is_async:
-            call = d.call_async(sub, handler, event, ctx)
-            if d.on_loop_thread():
-                outcome = await call
-            else:
-                outcome = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, loop))
+            for event in events:
+                call = d.call_async(sub, handler, event, ctx)
+                if on_loop:
+                    outcome = await call
+                else:
+                    outcome = await asyncio.wrap_future(
+                        asyncio.run_coroutine_threadsafe(call, loop)
+                    )
+                _log_replay_failure(bus, sub, event, outcome[1])
+                count += 1
         else:
-            outcome = await asyncio.to_thread(d.call_sync, sub, handler, event, ctx)
-        error = outcome[1]
-        if error is not None:
-            logger.warning(
-                "replay of %s %s to %s failed: %s: %s",
-                event.event_type,
-                event.event_id,
-                sub.handler_name,
-                type(error).__name__,
-                bus._redactor.redact_string(str(error)),
-            )
-        count += 1
+            # a sync handler runs in a worker thread: one hop per page, not per event
+            # (the events still go one at a time, in order); a cancelled replay
+            # starts no further event (``stop``), as with a hop per event
+            stop: list[bool] = []
+            try:
+                outcomes = await asyncio.to_thread(_call_sync_page, d, sub, handler, events, ctx, stop)
+            except BaseException:
+                stop.append(True)
+                raise
+            for event, outcome in zip(events, outcomes, strict=False):
+                _log_replay_failure(bus, sub, event, outcome[1])
+            count += len(outcomes)
     return count
+
+
+def _call_sync_page(
+    d: Dispatcher,
+    sub: Subscription,
+    handler: Callable[..., Any],
+    events: list[Event],
+    ctx: Context,
+    stop: list[bool],
+) -> list[Any]:
+    """Worker thread: ``d.call_sync`` for each event of a page, until ``stop`` is set."""
+    outcomes = []
+    for event in events:
+        if stop:
+            break
+        outcomes.append(d.call_sync(sub, handler, event, ctx))
+    return outcomes
+
+
+def _log_replay_failure(
+    bus: EventBus, sub: Subscription, event: Event, error: BaseException | None
+) -> None:
+    if error is not None:
+        logger.warning(
+            "replay of %s %s to %s failed: %s: %s",
+            event.event_type,
+            event.event_id,
+            sub.handler_name,
+            type(error).__name__,
+            bus._redactor.redact_string(str(error)),
+        )

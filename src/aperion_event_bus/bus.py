@@ -30,7 +30,7 @@ from .context import _correlation_id, _current_event
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
-from .results import HandlerResult, PublishResult
+from .results import HandlerResult, PublishResult, _handler_result
 from .subscriptions import Subscription, SubscriptionRegistry
 from .typed import EventSchema, event_type_of
 from .validation import EventValidator
@@ -418,7 +418,7 @@ class EventBus:
             event_type = event_or_type
             if payload is None:
                 payload = {}
-            elif not isinstance(payload, Mapping):
+            elif type(payload) is not dict and not isinstance(payload, Mapping):  # ABC check: slow
                 raise ValidationError("payload must be a dict", event_type)
             schema = self._schemas.get(event_type)
             if schema is not None:
@@ -1006,7 +1006,7 @@ class EventBus:
             else:
                 value, error, timed_out, duration, attempts = outcome
                 results.append(
-                    HandlerResult(
+                    _handler_result(
                         sub.subscription_id, sub.handler_name, value, error, timed_out, duration, attempts
                     )
                 )

@@ -41,7 +41,7 @@ from ._wiring import count_of, library_logger
 from .context import _correlation_id, _current_event
 from .errors import BackpressureError, BusClosedError, HandlerTimeoutError
 from .events import Event
-from .results import HandlerResult
+from .results import HandlerResult, _handler_result
 from .subscriptions import Subscription
 
 __all__ = ["Dispatcher", "OverflowPolicy"]
@@ -1446,7 +1446,7 @@ class Dispatcher:
             self.observer.handler_finished(sub, event, duration, error, timed_out, attempts)
         if results is not None:
             results.append(
-                HandlerResult(
+                _handler_result(
                     sub.subscription_id, sub.handler_name, value, error, timed_out, duration, attempts
                 )
             )

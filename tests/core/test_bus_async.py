@@ -514,3 +514,30 @@ async def test_shared_context_snapshots_never_leak_between_events() -> None:
             bus.publish_nowait("ctx.shared", {"n": n})
         await bus.drain(2)
     assert seen == [(0, "first"), (1, "first"), (2, "first"), (3, "second"), (4, "second"), (5, "second")]
+
+
+async def test_handler_results_are_frozen_dataclass_instances() -> None:
+    """The bus builds them through a fast twin class (re-classed after assignment):
+    what the caller gets is a plain frozen HandlerResult."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from aperion_event_bus import HandlerResult
+
+    async with EventBus() as bus:
+
+        @bus.on("order.placed")
+        async def handler(e: Event) -> int:
+            return 7
+
+        [result] = (await bus.publish("order.placed", {"id": 1})).handler_results
+    assert type(result) is HandlerResult
+    expected = HandlerResult(result.subscription_id, result.handler_name, 7, None, False, result.duration, 1)
+    assert result == expected and hash(result) == hash(expected)
+    assert pickle.loads(pickle.dumps(result)) == result == copy.deepcopy(result)
+    assert dataclasses.asdict(result)["value"] == 7
+    assert dataclasses.replace(result, value=8).value == 8
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.value = 1  # type: ignore[misc]
+    assert not hasattr(result, "__dict__")

@@ -6,6 +6,7 @@ import pytest
 
 from aperion_event_bus import (
     EVENT_TYPE_PATTERN,
+    Event,
     EventBus,
     EventValidator,
     ValidationError,
@@ -75,3 +76,23 @@ def test_emit_argument_errors_match_1x() -> None:
             bus.emit("a.b", [1])  # type: ignore[arg-type]
     finally:
         bus.shutdown(1)
+
+
+async def test_publish_takes_any_mapping_payload_and_refuses_the_rest() -> None:
+    """dict skips the (slow) ABC check; other mappings still pass it, non-mappings fail."""
+    import collections
+    import types
+
+    async with EventBus(validate_events=True) as bus:
+        seen: list[dict[str, object]] = []
+
+        @bus.on("user.created")
+        async def handler(e: Event) -> None:
+            seen.append(dict(e.payload))
+
+        await bus.publish("user.created", {"a": 1})
+        await bus.publish("user.created", types.MappingProxyType({"b": 2}))
+        await bus.publish("user.created", collections.OrderedDict(c=3))
+        with pytest.raises(ValidationError, match="payload must be a dict"):
+            await bus.publish("user.created", [("d", 4)])  # type: ignore[arg-type]
+    assert seen == [{"a": 1}, {"b": 2}, {"c": 3}]

@@ -4,9 +4,14 @@ unstorable strings, and pending deliveries on both the seq-range and the lookup 
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
+import enum
+import json
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +173,157 @@ def test_acks_and_attempts_look_deliveries_up_by_their_whole_key(store: SQLiteSt
             assert "PRIMARY KEY (name=? AND seq=?)" in plan, plan
     finally:
         conn.close()
+
+
+def _joined(events: list[Event]) -> str:
+    return "[" + ",".join(e.to_jsonl() for e in events) + "]"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"nan": float("nan")},
+        {"deep": [{"x": [1, float("inf")]}]},
+        {"ninf": -float("inf"), "s": "text"},
+    ],
+)
+def test_a_non_finite_payload_float_is_encoded_by_dumps_and_flagged(payload: dict[str, object]) -> None:
+    """The constant-key writer refuses non-finite floats anywhere in a payload (its
+    text then never needs the NaN scan); the run's text is ``dumps``', flagged as
+    possibly holding NaN/Infinity, and stored through the row path."""
+    from aperion_event_bus.storage._append import _encode_checked
+
+    events = [Event("data.stored", {"n": 1}), Event("data.stored", payload)]
+    text, finite = _encode_checked(events)
+    assert text == _joined(events) and finite is False
+    text, finite = _encode_checked(events[:1])
+    assert text == _joined(events[:1]) and finite is True
+
+
+class _Color(enum.Enum):
+    NOW = _dt.datetime(2026, 12, 4, 12, 30, tzinfo=_dt.UTC)
+    ID = uuid.UUID(int=7)
+    NAN = float("nan")
+    LOOP = [1]  # noqa: RUF012 (made to hold itself below)
+
+
+_Color.LOOP.value.append(_Color.LOOP)
+
+
+def test_default_hook_results_go_through_the_hook_again() -> None:
+    """An Enum's value is itself a non-JSON value: the hook runs on what it returned."""
+    from aperion_event_bus.storage._append import _encode_checked
+
+    events = [Event("data.stored", {"when": _Color.NOW, "id": _Color.ID, "e": "é"})]
+    text, finite = _encode_checked(events)
+    assert text == _joined(events) and finite is True
+    assert '"when":"2026-12-04T12:30:00+00:00"' in text
+
+
+def test_correlation_id_equal_to_the_event_id_and_non_ascii_fields() -> None:
+    from aperion_event_bus.storage._append import _encode
+
+    base = Event("data.stored", {"k": "v"}, source="søurce ✓", causation_id="ça")
+    events = [
+        base.replace(correlation_id=base.event_id),  # the same object: escaped once
+        base.replace(correlation_id="".join(list(base.event_id))),  # equal, not the same
+        base.replace(correlation_id="other", event_id='evt "quoted" ü'),
+        base.replace(event_type="data.ünïcode"),
+        base.replace(event_type="data.ünïcode", event_id="evt_2"),
+    ]
+    assert _encode(events) == _joined(events)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"payload": {"s": "\udfff"}},
+        {"payload": {"key \ud800": 1}},
+        {"payload": {"nested": ["ok", {"x": "\ud83d"}]}},
+        {"payload": {"nan": float("nan"), "s": "\ud800"}},  # dumps path too
+        {"source": "\ud800"},
+        {"event_id": "evt_\udc00"},
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_refused(fields: dict[str, object]) -> None:
+    from aperion_event_bus.storage._append import _encode
+
+    payload = fields.pop("payload", {"n": 1})
+    event = Event("data.stored", payload, **fields)  # type: ignore[arg-type]
+    with pytest.raises(UnicodeEncodeError):
+        _encode([Event("data.stored", {"n": 0}), event])
+
+
+async def test_nan_and_recursing_payloads_fail_or_fall_back_per_append(store: SQLiteStore) -> None:
+    """In one run: a payload whose hook result is NaN is stored as ``to_jsonl`` writes
+    it; one whose hook result contains itself fails its own append only."""
+    ok, nan, loop = (
+        Event("data.stored", {"n": 1}),
+        Event("data.stored", {"c": _Color.NAN}),
+        Event("data.stored", {"c": _Color.LOOP}),
+    )
+    results = await asyncio.gather(
+        store.append(ok, ["a"]),
+        store.append(nan, ["a"]),
+        store.append(loop, ["a"]),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[1] is None
+    assert isinstance(results[2], (ValueError, RecursionError))
+    assert [r[5] for r in rows(store)] == [ok.to_jsonl(), nan.to_jsonl()]
+    assert '"c":NaN' in rows(store)[1][5]
+    assert pending(store, "a") == [ok.event_id, nan.event_id]
+
+
+def test_decode_events_freezes_payloads_and_fills_missing_fields() -> None:
+    from aperion_event_bus._frozen import FrozenDict, FrozenList
+    from aperion_event_bus.storage._replay import decode_event, decode_events
+
+    nested = Event("data.stored", {"a": [1, {"b": [2]}], "c": {"d": None}}, source="s")
+    flat = Event("data.stored", {"n": 1, "s": "x", "f": 0.5, "t": True})
+    envelopes = [json.loads(e.to_jsonl()) for e in (nested, flat)]
+    old = {"event_type": "data.stored", "payload": {}, "timestamp": 7, "event_id": "evt_old"}
+    decoded = decode_events([*envelopes, old])
+    assert decoded[:2] == [nested, flat]
+    assert type(decoded[0].payload) is FrozenDict
+    assert type(decoded[0].payload["a"]) is FrozenList
+    assert type(decoded[0].payload["a"][1]) is FrozenDict
+    assert type(decoded[0].payload["c"]) is FrozenDict
+    assert type(decoded[1].payload) is FrozenDict
+    assert decoded[2].timestamp == 7.0 and type(decoded[2].timestamp) is float
+    assert decoded[2].source is None and decoded[2].tracestate is None
+    assert decode_event(envelopes[1]) == flat
+
+
+def test_a_replay_page_is_put_in_seq_order_if_sqlite_concatenated_out_of_order() -> None:
+    """group_concat keeps the subquery's order in practice; the page does not rely on it."""
+    from aperion_event_bus.storage._replay import EventQuery
+
+    events = [Event("data.stored", {"i": i}) for i in range(4)]
+    shuffled = [2, 0, 3, 1]
+    bodies = ",".join(events[i].to_jsonl() for i in shuffled)
+    seqs = ",".join(str(10 + i) for i in shuffled)
+
+    class FakeConnection:
+        def execute(self, sql: str, params: object) -> Any:
+            class Cursor:
+                def fetchone(self) -> tuple[str, str]:
+                    return bodies, seqs
+
+            return Cursor()
+
+    page, last = EventQuery().page(FakeConnection(), 0, 100, 10)  # type: ignore[arg-type]
+    assert page == events and last == 13
+
+
+def test_replay_pages_keep_publish_order_and_filters(store: SQLiteStore) -> None:
+    events = [
+        Event("order.paid" if i % 3 else "order.refunded", {"i": i, "tags": ["a", i]})
+        for i in range(25)
+    ]
+    store.append_many_sync(events, ["a"])
+    assert list(store.iter_events(batch_size=4)) == events
+    assert list(store.iter_events(types=["order.refunded"], batch_size=3)) == events[::3]
+    assert list(store.iter_events(types=["*.paid"], batch_size=5)) == [
+        e for i, e in enumerate(events) if i % 3
+    ]

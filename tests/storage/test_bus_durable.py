@@ -219,6 +219,74 @@ async def test_replay_filters_and_marks_replay(tmp_path: Path) -> None:
     await bus.close()
 
 
+async def test_replay_over_several_pages_in_order_with_failures_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync handler gets the events of a page in one worker-thread hop, still one at
+    a time and in publish order; failures are logged per event and counted."""
+    import threading
+
+    store = SQLiteStore(tmp_path / "pages.db").open()
+    events = [Event("order.paid", {"n": i}) for i in range(2_345)]  # three pages
+    store.append_many_sync(events)
+    bus = EventBus(store=store)
+    loop_thread = threading.get_ident()
+    got: list[int] = []
+    threads: set[int] = set()
+
+    def sync_to(event: Event) -> None:
+        assert is_replay()
+        threads.add(threading.get_ident())
+        got.append(event.payload["n"])
+        if event.payload["n"] % 1000 == 7:
+            raise RuntimeError(f"boom {event.payload['n']}")
+
+    with caplog.at_level("WARNING", logger="aperion_event_bus.bus"):
+        assert await bus.replay(to=sync_to) == len(events)
+    assert got == list(range(len(events)))
+    assert loop_thread not in threads
+    failed = [r.getMessage() for r in caplog.records if "replay of" in r.getMessage()]
+    assert len(failed) == 3 and all("RuntimeError: boom" in m for m in failed)
+    assert events[7].event_id in failed[0] and events[2_007].event_id in failed[2]
+
+    seen: list[int] = []
+
+    async def async_to(event: Event) -> None:
+        seen.append(event.payload["n"])
+        if event.payload["n"] % 500 == 0:
+            await asyncio.sleep(0)
+
+    assert await bus.replay(to=async_to) == len(events)
+    assert seen == list(range(len(events)))
+    await bus.close()
+
+
+async def test_a_cancelled_sync_replay_starts_no_further_event(tmp_path: Path) -> None:
+    import threading
+
+    store = SQLiteStore(tmp_path / "cancel.db").open()
+    store.append_many_sync([Event("order.paid", {"n": i}) for i in range(50)])
+    bus = EventBus(store=store)
+    started = threading.Event()
+    release = threading.Event()
+    got: list[int] = []
+
+    def slow(event: Event) -> None:
+        got.append(event.payload["n"])
+        started.set()
+        release.wait(5)
+
+    task = asyncio.create_task(bus.replay(to=slow))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await asyncio.sleep(0.2)  # the worker finishes the event it is in, then stops
+    assert got == [0]
+    await bus.close()
+
+
 async def test_idempotent_helper_skips_duplicates(tmp_path: Path) -> None:
     bus = EventBus(store=url(tmp_path / "i.db"))
     done: list[str] = []

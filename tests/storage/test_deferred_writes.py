@@ -169,3 +169,62 @@ async def test_kill_before_the_deferred_ack_commits_redelivers(tmp_path: Path) -
     assert handled[2] in [eid for eid, _ in got]
     assert all(n >= 1 for _, n in got)
     assert [eid for eid, _ in got] == [eid for eid in handled if eid in dict(got)]
+
+
+# -- acks by seq (``_ops.RecentSeqs``) ----------------------------------------------
+
+
+def pending_ids(store: SQLiteStore, name: str) -> list[str]:
+    return [e.event_id for e, _ in store.pending_deliveries(name)]
+
+
+async def test_acks_by_remembered_seq_delete_exactly_their_deliveries(store: SQLiteStore) -> None:
+    events = [Event("order.paid", {"n": i}) for i in range(10)]
+    await store.append_many(events, ["a", "b"])
+    for i in (2, 3, 4):  # one run of consecutive seqs: a range delete
+        store.ack_nowait(events[i].event_id, "a")
+    for i in (0, 5, 9, 5):  # gaps (and a repeat): deleted seq by seq
+        store.ack_nowait(events[i].event_id, "b")
+    await store.flush()
+    assert pending_ids(store, "a") == [e.event_id for i, e in enumerate(events) if i not in (2, 3, 4)]
+    assert pending_ids(store, "b") == [e.event_id for i, e in enumerate(events) if i not in (0, 5, 9)]
+
+
+async def test_an_ack_after_a_rolled_back_append_cannot_hit_the_seq_reused(
+    store: SQLiteStore,
+) -> None:
+    """The seqs of a rolled-back append are handed out again: an ack naming the
+    rolled-back event must not delete the delivery of the event now holding its seq."""
+    _, release = _hold_writer(store)
+
+    def boom(conn: Any, runs: list[Any]) -> list[Any]:
+        raise OSError("disk on fire")
+
+    _writer(store)._handlers["boom"] = boom
+    lost = Event("order.paid", {"n": 1})
+    appending = asyncio.ensure_future(store.append(lost, ["a"]))
+    failing = asyncio.ensure_future(store._call("boom", None))
+    await asyncio.sleep(0.05)
+    release.set()
+    for waiting in (appending, failing):
+        with pytest.raises(StoreError):
+            await waiting
+    kept = Event("order.paid", {"n": 2})
+    await store.append(kept, ["a"])
+    store.ack_nowait(lost.event_id, "a")
+    await store.flush()
+    assert pending_ids(store, "a") == [kept.event_id]
+
+
+async def test_an_event_stored_again_under_a_new_seq_is_acked_under_that_seq(
+    store: SQLiteStore,
+) -> None:
+    e = Event("order.paid", {"n": 1})
+    await store.append(e, [])
+    store.compact(max_age_seconds=0)  # deleted; its seq is gone for good
+    assert store.count_events() == 0
+    other = Event("order.paid", {"n": 2})
+    await store.append_many([e, other, e], ["a"])  # a duplicate id: seqs not known
+    store.ack_nowait(e.event_id, "a")
+    await store.flush()
+    assert pending_ids(store, "a") == [other.event_id]

@@ -9,7 +9,8 @@ bytes, computed by SQLite.
 ``json.dumps`` writes non-finite floats as ``NaN``/``Infinity``, which SQLite's
 JSON parser rejects; a run containing those words (rare, and a false alarm when a
 string merely contains them) ships each body as a JSON string with its columns
-instead, the way every run was shipped before.
+instead, the way every run was shipped before. Text from ``_envelopes`` skips that
+scan: its payload encoder refuses non-finite floats (the run then goes to ``dumps``).
 
 Pending deliveries: the events of one statement get consecutive ``seq`` values, so
 when every event was new (none ignored as a duplicate id) and all ops of the run
@@ -19,12 +20,13 @@ otherwise each (event id, name) pair is looked up through the event id index.
 
 from __future__ import annotations
 
+import json.encoder
 import sqlite3
 from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import Any
 
-from .._json import dumps, make_encoder
+from .._json import dumps, json_default, make_encoder
 from ..events import Event
 
 __all__ = ["append"]
@@ -66,29 +68,48 @@ _UNSAFE = ("NaN", "Infinity")
 
 _float_repr = float.__repr__
 
+# The payload encoder of ``_envelopes``: ``dumps``'s options, except that it refuses
+# NaN and infinities (the run then goes through ``dumps`` and the ``_UNSAFE`` check,
+# so text written here never needs that scan) and keeps no circular-reference
+# markers (a payload is frozen, so it cannot contain itself; a ``default`` that
+# keeps returning itself ends in RecursionError, and ``dumps`` reports it).
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_payload_encoder: Any = (
+    None
+    if make_encoder is None or _c_make_encoder is None
+    else _c_make_encoder(None, json_default, encode_basestring, None, ":", ",", False, False, False)
+)
+
 
 def _envelopes(events: Sequence[Event]) -> str:
     """The array text ``dumps([e._json_fields() for e in events])`` makes, written with
     the keys as constants: only the payload goes through the JSON encoder, and the
     other fields are escaped strings, ``null`` or the float's repr (what the encoder
     writes for a finite float). A third of the encoding work per event. Raises
-    (``TypeError``, ``ValueError``) for a field it does not handle: the caller then
-    encodes the run with ``dumps``."""
-    assert make_encoder is not None
-    encode = make_encoder()
+    (``TypeError``, ``ValueError``, ``RecursionError``) for a field it does not
+    handle, and for a non-finite float anywhere: the caller then encodes the run
+    with ``dumps``."""
+    encode = _payload_encoder
+    assert encode is not None
     join = "".join
     esc = encode_basestring
+    types: dict[str, str] = {}  # escaped event types (a run mostly repeats a few)
     parts = []
     for e in events:
         ts = e.timestamp
         if type(ts) is not float or ts - ts != 0.0:  # NaN and infinities: the encoder's words
             raise ValueError("not a finite float timestamp")
+        et = e.event_type
+        etype = types.get(et)
+        if etype is None:
+            etype = types[et] = esc(et)
+        eid = esc(e.event_id)
         s, c, ca, tp, tst = e.source, e.correlation_id, e.causation_id, e.traceparent, e.tracestate
         parts.append(  # _json_fields order
-            f'{{"event_type":{esc(e.event_type)},"payload":{join(encode(e.payload, 0))},'
-            f'"timestamp":{_float_repr(ts)},"event_id":{esc(e.event_id)},'
+            f'{{"event_type":{etype},"payload":{join(encode(e.payload, 0))},'
+            f'"timestamp":{_float_repr(ts)},"event_id":{eid},'
             f'"source":{"null" if s is None else esc(s)},'
-            f'"correlation_id":{"null" if c is None else esc(c)},'
+            f'"correlation_id":{"null" if c is None else eid if c is e.event_id else esc(c)},'
             f'"causation_id":{"null" if ca is None else esc(ca)},'
             f'"traceparent":{"null" if tp is None else esc(tp)},'
             f'"tracestate":{"null" if tst is None else esc(tst)}}}'
@@ -96,29 +117,38 @@ def _envelopes(events: Sequence[Event]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
-def _encode(events: Sequence[Event]) -> str:
+def _encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
     """A JSON array of the events' ``to_jsonl`` objects (``_envelopes``, or one
-    ``dumps`` call).
+    ``dumps`` call), and whether it is known to hold no NaN or infinity (true for
+    ``_envelopes``' text).
 
     Raises if one cannot be encoded, or cannot be stored (a lone surrogate)."""
     text = None
-    if make_encoder is not None:
+    finite = False
+    if _payload_encoder is not None:
         try:
             text = _envelopes(events)
+            finite = True
         except Exception:
             pass  # dumps raises the real error, or handles what _envelopes does not
     if text is None:
         text = dumps([event._json_fields() for event in events])
     if not text.isascii():
         text.encode("utf-8")
-    return text
+    return text, finite
 
 
-def _encode_run(runs: list[Any], results: list[Any]) -> str:
-    """The array text of every op's events; an op that cannot be encoded gets its
-    exception in ``results`` and is left out (the rest of the run is stored)."""
+def _encode(events: Sequence[Event]) -> str:
+    """``_encode_checked``'s text."""
+    return _encode_checked(events)[0]
+
+
+def _encode_run(runs: list[Any], results: list[Any]) -> tuple[str, bool]:
+    """The array text of every op's events (and whether it is known to hold no NaN or
+    infinity); an op that cannot be encoded gets its exception in ``results`` and is
+    left out (the rest of the run is stored)."""
     try:
-        return _encode([event for events, _ in runs for event in events])
+        return _encode_checked([event for events, _ in runs for event in events])
     except Exception:
         pass  # find the culprits: encode op by op
     parts: list[str] = []
@@ -127,18 +157,21 @@ def _encode_run(runs: list[Any], results: list[Any]) -> str:
             parts.append(_encode(events)[1:-1])
         except Exception as exc:  # this op only: its payload cannot be encoded
             results[i] = exc
-    return "[" + ",".join(part for part in parts if part) + "]"
+    return "[" + ",".join(part for part in parts if part) + "]", False
 
 
-def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
-    """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run."""
+def append(conn: sqlite3.Connection, runs: list[Any], seqs: Any = None) -> list[Any]:
+    """``runs``: ``(events, durable_names)`` per op; one insert for all events of the run.
+
+    ``seqs`` (an ``_ops.RecentSeqs``): told the seqs of the events when they are known
+    (every event new: consecutive seqs), else to forget what it knows."""
     results: list[Any] = [None] * len(runs)
-    text = _encode_run(runs, results)
+    text, finite = _encode_run(runs, results)
     kept = [op for op, result in zip(runs, results, strict=True) if result is None]
     events = [event for op_events, _ in kept for event in op_events]
     if not events:
         return results
-    if _UNSAFE[0] in text or _UNSAFE[1] in text:
+    if not finite and (_UNSAFE[0] in text or _UNSAFE[1] in text):
         bodies = [event.to_jsonl() for event in events]
         rows = [
             (e.event_id, e.event_type, e.timestamp, e.correlation_id, len(b.encode("utf-8")), b)
@@ -147,13 +180,18 @@ def append(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
         cur = conn.execute(_INSERT_ROWS, (dumps(rows),))
     else:
         cur = conn.execute(_INSERT_BODIES, (text,))
+    count = len(events)
+    last = cur.lastrowid if cur.rowcount == count else None  # seqs last - count + 1 .. last
+    if seqs is not None:
+        if last is not None:
+            seqs.stage(events, last - count + 1)
+        else:
+            seqs.forget()
     names = kept[0][1]
     uniform = all(op_names == names for _, op_names in kept)
     if uniform and not names:
         return results
-    count = len(events)
-    if uniform and cur.rowcount == count and cur.lastrowid is not None:
-        last = cur.lastrowid
+    if uniform and last is not None:
         conn.execute(_INSERT_RANGE, (last - count + 1, last, dumps(names)))
     else:
         pairs = [(e.event_id, name) for op_events, op_names in kept for e in op_events for name in op_names]

@@ -96,10 +96,10 @@ class CommitBatch:
             raise error
 
 
-def append_batches(conn: Any, runs: list[Any]) -> list[Any]:
+def append_batches(conn: Any, runs: list[Any], seqs: Any = None) -> list[Any]:
     """Writer handler: the appends of a run of batches, in one append call."""
     entries = [entry for batch in runs for entry in batch.entries]
-    results = append(conn, entries)
+    results = append(conn, entries, seqs)
     if results.count(None) == len(results):
         return [None] * len(runs)
     out: list[Any] = []

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final
 
 from .._json import dumps, loads
 from ._append import append
@@ -31,6 +31,8 @@ __all__ = [
     "DLQ_REMOVE",
     "DLQ_UPDATE",
     "HANDLERS",
+    "RecentSeqs",
+    "make_ack",
 ]
 
 APPEND = "append"
@@ -85,6 +87,105 @@ def ack(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
     """``runs``: ``(event_id, name)`` per op; deletes the pending delivery rows."""
     _per_name(conn, _DELETE_DELIVERIES, runs)
     return [None] * len(runs)
+
+
+# Acks by seq, for event ids whose seq the writer remembers (``RecentSeqs``): a run
+# of consecutive seqs is one range delete on the primary key, anything else a
+# primary-key lookup per seq. Neither touches the event id index.
+_DELETE_SEQ_RANGE = "DELETE FROM deliveries WHERE name = ?1 AND seq BETWEEN ?2 AND ?3"
+_DELETE_SEQS = "DELETE FROM deliveries WHERE name = ?1 AND seq IN (SELECT value FROM json_each(?2))"
+
+#: Event ids remembered per generation; the two newest generations are kept.
+SEQ_GENERATION: Final = 65536
+
+
+class RecentSeqs:
+    """``event_id -> seq`` of the events this writer appended recently (writer thread only).
+
+    An ack names its delivery by event id; finding the seq through the event id index
+    was the larger part of an ack's cost. The append handler knows the seqs of a run
+    it inserted with consecutive ``seq`` values (``stage``), and they become visible
+    here only once that transaction has committed (``commit``): a rolled-back
+    transaction's seqs are handed out again by SQLite and must never be used
+    (``rollback``). Seqs are never reused after a commit (``AUTOINCREMENT``), so a
+    remembered seq is either the event's or gone (compacted: the ack finds nothing,
+    as the id lookup would). An append whose seqs are not known (a duplicate id in
+    it, say) ``forget``s everything, so an id re-appended under a new seq cannot be
+    acked under its old one. Ids not remembered are acked through the index.
+    """
+
+    __slots__ = ("new", "old", "staged")
+
+    def __init__(self) -> None:
+        self.new: dict[str, int] = {}
+        self.old: dict[str, int] = {}
+        self.staged: list[tuple[Sequence[Any], int] | None] = []  # None: forget all
+
+    def stage(self, events: Sequence[Any], first: int) -> None:
+        """``events`` got the seqs ``first``, ``first + 1``, ... in the open transaction."""
+        self.staged.append((events, first))
+
+    def forget(self) -> None:
+        """Appends of the open transaction got seqs that are not known: once it
+        commits, remember nothing from before."""
+        self.staged.append(None)
+
+    def commit(self) -> None:
+        staged = self.staged
+        if not staged:
+            return
+        self.staged = []
+        for item in staged:
+            if item is None:
+                self.new, self.old = {}, {}
+                continue
+            events, first = item
+            new = self.new
+            new.update({e.event_id: seq for seq, e in enumerate(events, first)})
+            if len(new) >= SEQ_GENERATION:
+                self.old, self.new = new, {}
+
+    def rollback(self) -> None:
+        self.staged = []
+
+
+def _delete_seqs(conn: sqlite3.Connection, name: str, seqs: list[int]) -> None:
+    seqs.sort()
+    first, last = seqs[0], seqs[-1]
+    if last - first + 1 == len(seqs) or last - first + 1 == len(set(seqs)):
+        conn.execute(_DELETE_SEQ_RANGE, (name, first, last))  # every seq in between is acked
+    else:
+        conn.execute(_DELETE_SEQS, (name, dumps(seqs)))
+
+
+def make_ack(seqs: RecentSeqs) -> Callable[[sqlite3.Connection, list[Any]], list[Any]]:
+    """The ack handler of a writer whose appends record their seqs in ``seqs``."""
+
+    def ack_by_seq(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
+        """``runs``: ``(event_id, name)`` per op; deletes the pending delivery rows."""
+        by_name: dict[str, list[int]] = {}
+        unknown: list[Any] = []
+        new_get = seqs.new.get
+        old_get = seqs.old.get
+        for key in runs:
+            seq = new_get(key[0])
+            if seq is None:
+                seq = old_get(key[0])
+                if seq is None:
+                    unknown.append(key)
+                    continue
+            found = by_name.get(key[1])
+            if found is None:
+                by_name[key[1]] = [seq]
+            else:
+                found.append(seq)
+        for name, found in by_name.items():
+            _delete_seqs(conn, name, found)
+        if unknown:
+            _per_name(conn, _DELETE_DELIVERIES, unknown)
+        return [None] * len(runs)
+
+    return ack_by_seq
 
 
 def attempt(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:

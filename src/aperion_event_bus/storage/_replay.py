@@ -20,7 +20,7 @@ from .._json import loads
 from ..events import Event, _make_event
 from ..patterns import compile_pattern, validate_pattern
 
-__all__ = ["EventQuery", "decode_event", "pending_page"]
+__all__ = ["EventQuery", "decode_event", "decode_events", "pending_page"]
 
 # SQLite may read a JSON number back in the last bit differently on some builds;
 # SQL filters on time use this margin and the exact bound is re-checked in Python.
@@ -43,18 +43,44 @@ def _freeze_json(value: Any) -> Any:
 
 def decode_event(data: dict[str, Any]) -> Event:
     """Build an Event from a stored envelope (trusted: written by the store)."""
-    get = data.get
-    return _make_event(
-        data["event_type"],
-        _freeze_json(data["payload"]),
-        float(data["timestamp"]),
-        data["event_id"],
-        get("source"),
-        get("correlation_id"),
-        get("causation_id"),
-        get("traceparent"),
-        get("tracestate"),
-    )
+    return decode_events([data])[0]
+
+
+def decode_events(envelopes: list[dict[str, Any]]) -> list[Event]:
+    """``decode_event`` for a page of envelopes, in one loop (the replay hot path:
+    a flat payload is copied into a FrozenDict without a ``_freeze_json`` call)."""
+    make = _make_event
+    frozen = FrozenDict
+    freeze = _freeze_json
+    events: list[Event] = []
+    append = events.append
+    for data in envelopes:
+        payload = data["payload"]
+        if type(payload) is dict:
+            for item in payload.values():
+                if type(item) is dict or type(item) is list:
+                    payload = freeze(payload)
+                    break
+            else:
+                payload = frozen(payload)
+        else:
+            payload = freeze(payload)
+        get = data.get
+        stamp = data["timestamp"]
+        append(
+            make(
+                data["event_type"],
+                payload,
+                stamp if type(stamp) is float else float(stamp),
+                data["event_id"],
+                get("source"),
+                get("correlation_id"),
+                get("causation_id"),
+                get("traceparent"),
+                get("tracestate"),
+            )
+        )
+    return events
 
 
 def _glob_literal(text: str) -> str:
@@ -129,20 +155,29 @@ class EventQuery:
         self, conn: sqlite3.Connection, after: int, last: int, limit: int
     ) -> tuple[list[Event], int | None]:
         """Events with ``after < seq <= last`` (up to ``limit`` scanned) and the last seq seen."""
-        text = conn.execute(
-            "SELECT group_concat('[' || seq || ',' || body || ']', ',') FROM "
+        # The bodies and their seqs in two lists from one pass over the rows (so in
+        # the same order): no [seq, body] wrapper per row to parse and allocate.
+        text, seqs = conn.execute(
+            "SELECT group_concat(body, ','), group_concat(seq, ',') FROM "
             f"(SELECT seq, body FROM events WHERE seq > ? AND seq <= ?{self._where} "
             "ORDER BY seq LIMIT ?)",
             (after, last, *self._params, limit),
-        ).fetchone()[0]
+        ).fetchone()
         if text is None:
             return [], None
-        rows = loads(f"[{text}]")
-        _ensure_order(rows)
-        events = [decode_event(data) for _, data in rows]
+        envelopes = loads(f"[{text}]")
+        order = list(map(int, seqs.split(",")))
+        if len(order) != len(envelopes):
+            raise ValueError("replay page: bodies and seqs do not pair up")
+        ordered = sorted(order)
+        if order != ordered:  # see _ensure_order
+            by_seq = dict(zip(order, envelopes, strict=True))
+            order = ordered
+            envelopes = [by_seq[seq] for seq in order]
+        events = decode_events(envelopes)
         if self._matchers is not None or self.since is not None or self.until is not None:
             events = [e for e in events if self._accepts(e)]
-        return events, rows[-1][0]
+        return events, order[-1]
 
     def _accepts(self, event: Event) -> bool:
         if self.since is not None and event.timestamp < self.since:
@@ -168,7 +203,8 @@ def pending_page(
         return [], None
     rows = loads(f"[{text}]")
     _ensure_order(rows)
-    return [(decode_event(data), attempts) for _, attempts, data in rows], rows[-1][0]
+    events = decode_events([data for _, _, data in rows])
+    return list(zip(events, [attempts for _, attempts, _ in rows], strict=True)), rows[-1][0]
 
 
 def _ensure_order(rows: list[Any]) -> None:

@@ -151,8 +151,11 @@ class GroupCommitWriter:
         max_batch: int,
         timer: Callable[[], None] | None = None,
         timer_interval: float | None = None,
+        on_outcome: Callable[[bool], None] | None = None,
     ) -> None:
         self._conn = conn
+        # told after each transaction whether it committed (True) or was rolled back
+        self._on_outcome = on_outcome
         self._path = path
         self._handlers = dict(handlers)
         self._max_batch = max_batch
@@ -370,6 +373,8 @@ class GroupCommitWriter:
                 results[i:j] = out
                 i = j
             conn.execute("COMMIT")
+            if self._on_outcome is not None:
+                self._on_outcome(True)
             self.transactions += 1
             self.ops += n + len(deferred)
             units = self.units
@@ -383,6 +388,8 @@ class GroupCommitWriter:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     logger.exception("rollback failed on the event store")
+            if self._on_outcome is not None:
+                self._on_outcome(False)
             self.failed_transactions += 1
             error = translate_error(exc, self._path, "commit to the event store")
             results = [error] * n

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import threading
 import urllib.parse
@@ -31,6 +32,7 @@ from .._runtime import running_loop
 from ..errors import ConfigurationError
 from ..events import Event
 from . import _ops
+from ._append import append
 from ._batch import BATCH_LIMIT, CommitBatch, append_batches
 from ._connections import ReaderPool, open_writer
 from ._dlq import SQLiteDLQBackend
@@ -38,7 +40,7 @@ from ._errors import StoreClosedError, StoreCorruptError, StoreError
 from ._replay import EventQuery, decode_event, pending_page
 from ._retention import CompactionJob, CompactionReport, compact_handler
 from ._schema import SCHEMA_VERSION
-from ._writer import GroupCommitWriter, Op, SyncWaiter
+from ._writer import BatchHandler, GroupCommitWriter, Op, SyncWaiter
 
 __all__ = [
     "CompactionReport",
@@ -218,10 +220,13 @@ class SQLiteStore:
                 return self
             conn, previous = open_writer(self._path, self.synchronous)
             self.previous_schema_version = previous
-            handlers = dict(_ops.HANDLERS)
+            handlers: dict[str, BatchHandler] = dict(_ops.HANDLERS)
             handlers[_COMPACT] = compact_handler
             handlers[_FLUSH] = _flush
-            handlers[_APPEND_BATCH] = append_batches
+            seqs = _ops.RecentSeqs()  # acks by seq (see RecentSeqs)
+            handlers[_ops.APPEND] = functools.partial(append, seqs=seqs)
+            handlers[_APPEND_BATCH] = functools.partial(append_batches, seqs=seqs)
+            handlers[_ops.ACK] = _ops.make_ack(seqs)
             retention = self.max_age_seconds is not None or self.max_bytes is not None
             writer = GroupCommitWriter(
                 conn,
@@ -230,6 +235,7 @@ class SQLiteStore:
                 max_batch=self.max_batch,
                 timer=self._periodic_compaction if retention else None,
                 timer_interval=self.compact_interval_seconds if retention else None,
+                on_outcome=lambda committed: seqs.commit() if committed else seqs.rollback(),
             )
             self._reader_pool = ReaderPool(self._path)
             writer.start()
@@ -533,6 +539,20 @@ class SQLiteStore:
     ) -> AsyncIterator[Event]:
         """``iter_events`` for async code: each page is read in a worker thread
         (the next page is fetched while the current one is consumed)."""
+        async for events in self.aiter_pages(since, until, types, correlation_id, batch_size):
+            for event in events:
+                yield event
+
+    async def aiter_pages(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        types: Sequence[str] | None = None,
+        correlation_id: str | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[list[Event]]:
+        """``aiter_events`` a page (a list of up to ``batch_size`` events) at a time,
+        for consumers that handle a page in one go (``EventBus.replay``)."""
         query = EventQuery(since, until, types, correlation_id)
         if query.empty:
             return
@@ -561,8 +581,8 @@ class SQLiteStore:
                 more = after < last
                 if more:
                     pending = asyncio.ensure_future(asyncio.to_thread(page, after, last))
-                for event in events:
-                    yield event
+                if events:
+                    yield events
                 if not more:
                     return
         finally:
