@@ -645,10 +645,230 @@ check_context_layout(void)
 #endif
 }
 
+/* Attributes of the library's own hot objects, read and written without the
+ * generic attribute lookup (a type lookup plus a descriptor call or dict probe
+ * each: about a third of the C hot paths' cost):
+ *  - plain slots of _Lane and Subscription, at their offsets;
+ *  - instance attributes of EventBus, Dispatcher and SubscriptionRegistry, in the
+ *    instance dict (the class is checked to define no data descriptor of that
+ *    name, which would take precedence over the dict).
+ * Registered per exact class at configuration; any other object (a subclass too)
+ * and any name not registered goes through PyObject_GetAttr/SetAttr. */
+#define MAX_FAST_TYPES 5
+#define MAX_FAST_NAMES 12
+typedef struct {
+    PyTypeObject *type;
+    int n;
+    PyObject *names[MAX_FAST_NAMES];   /* interned: compared by identity */
+    Py_ssize_t offsets[MAX_FAST_NAMES]; /* a slot's offset; 0: the instance dict */
+} FastType;
+static FastType fast_types[MAX_FAST_TYPES];
+static int n_fast_types;
+
+static FastType *
+fast_type_entry(PyTypeObject *t)
+{
+    for (int i = 0; i < n_fast_types; i++) {
+        if (fast_types[i].type == t) {
+            return &fast_types[i];
+        }
+    }
+    if (n_fast_types == MAX_FAST_TYPES) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: too many fast attribute classes");
+        return NULL;
+    }
+    Py_INCREF(t);
+    fast_types[n_fast_types].type = t;
+    fast_types[n_fast_types].n = 0;
+    return &fast_types[n_fast_types++];
+}
+
+/* The slot offset of cls.name (> 0), 0 for an instance-dict attribute, -1 error */
+static Py_ssize_t
+fast_offset(PyTypeObject *t, PyObject *name)
+{
+    PyObject *descr = PyObject_GetAttr((PyObject *)t, name);
+    if (descr == NULL) { /* not on the class: lives in the instance dict */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        if (t->tp_dictoffset == 0) {
+            PyErr_Format(PyExc_TypeError, "%s instances have no __dict__ for %U", t->tp_name, name);
+            return -1;
+        }
+        return 0;
+    }
+    Py_ssize_t offset = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_common.d_type == t) {
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
+            m->offset + (Py_ssize_t)sizeof(PyObject *) <= t->tp_basicsize) {
+            offset = m->offset;
+        }
+    }
+    else if (Py_TYPE(descr)->tp_descr_set == NULL && t->tp_dictoffset != 0) {
+        offset = 0; /* a plain class attribute: the instance dict's value wins */
+    }
+    Py_DECREF(descr);
+    if (offset < 0) {
+        PyErr_Format(PyExc_TypeError, "%s.%U is neither a plain slot nor an instance attribute",
+                     t->tp_name, name);
+    }
+    return offset;
+}
+
+static int
+register_fast(PyObject *cls, PyObject *const *names, size_t count)
+{
+    PyTypeObject *t = (PyTypeObject *)cls;
+    for (size_t i = 0; i < count; i++) {
+        Py_ssize_t offset = fast_offset(t, names[i]);
+        if (offset < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return -1;
+            }
+            PyErr_Clear(); /* not eligible: that name keeps the generic lookup */
+            continue;
+        }
+        FastType *ft = fast_type_entry(t);
+        if (ft == NULL) {
+            return -1;
+        }
+        int k = 0;
+        while (k < ft->n && ft->names[k] != names[i]) {
+            k++;
+        }
+        if (k == ft->n) {
+            if (ft->n == MAX_FAST_NAMES) {
+                PyErr_SetString(PyExc_RuntimeError, "_speedups: too many fast attributes");
+                return -1;
+            }
+            Py_INCREF(names[i]);
+            ft->names[k] = names[i];
+            ft->n++;
+        }
+        ft->offsets[k] = offset;
+    }
+    return 0;
+}
+
+static inline int fast_lookup_type(PyTypeObject *t, PyObject *name, Py_ssize_t *offset);
+
+/* fast_attributes(cls, names): register cls's hot attributes; returns the names
+ * taken (a name that is a property or other data descriptor is left out) */
+static PyObject *
+sp_fast_attributes(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *names;
+    if (!PyArg_ParseTuple(args, "O!O!:fast_attributes", &PyType_Type, &cls, &PyTuple_Type, &names)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    PyObject *taken = PyList_New(0);
+    if (taken == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        if (!PyUnicode_CheckExact(name)) {
+            Py_DECREF(taken);
+            PyErr_SetString(PyExc_TypeError, "fast_attributes: names must be str");
+            return NULL;
+        }
+        Py_INCREF(name);
+        PyUnicode_InternInPlace(&name);
+        int rc = register_fast(cls, &name, 1);
+        Py_ssize_t offset;
+        int ok = rc == 0 && fast_lookup_type((PyTypeObject *)cls, name, &offset);
+        if (rc < 0 || (ok && PyList_Append(taken, name) < 0)) {
+            Py_DECREF(name);
+            Py_DECREF(taken);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return taken;
+}
+
+/* 1 and *offset set when obj.name is registered, else 0 */
+static inline int
+fast_lookup_type(PyTypeObject *t, PyObject *name, Py_ssize_t *offset)
+{
+    for (int i = 0; i < n_fast_types; i++) {
+        if (fast_types[i].type == t) {
+            FastType *ft = &fast_types[i];
+            for (int k = 0; k < ft->n; k++) {
+                if (ft->names[k] == name) {
+                    *offset = ft->offsets[k];
+                    return 1;
+                }
+            }
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static inline int
+fast_lookup(PyObject *obj, PyObject *name, Py_ssize_t *offset)
+{
+    return fast_lookup_type(Py_TYPE(obj), name, offset);
+}
+
+/* obj.name (new reference) */
+static PyObject *
+fast_get(PyObject *obj, PyObject *name)
+{
+    Py_ssize_t offset;
+    if (fast_lookup(obj, name, &offset)) {
+        if (offset > 0) {
+            PyObject *v = *(PyObject **)((char *)obj + offset);
+            if (v != NULL) {
+                return Py_NewRef(v);
+            }
+        }
+        else {
+            PyObject **dictptr = _PyObject_GetDictPtr(obj);
+            if (dictptr != NULL && *dictptr != NULL) {
+                PyObject *v = PyDict_GetItemWithError(*dictptr, name);
+                if (v != NULL) {
+                    return Py_NewRef(v);
+                }
+                if (PyErr_Occurred()) {
+                    return NULL;
+                }
+            }
+        }
+    }
+    return PyObject_GetAttr(obj, name); /* raises what Python would */
+}
+
+/* obj.name = value */
+static int
+fast_set(PyObject *obj, PyObject *name, PyObject *value)
+{
+    Py_ssize_t offset;
+    if (fast_lookup(obj, name, &offset)) {
+        if (offset > 0) {
+            PyObject **slot = (PyObject **)((char *)obj + offset);
+            PyObject *old = *slot;
+            *slot = Py_NewRef(value);
+            Py_XDECREF(old);
+            return 0;
+        }
+        PyObject **dictptr = _PyObject_GetDictPtr(obj);
+        if (dictptr != NULL && *dictptr != NULL) {
+            return PyDict_SetItem(*dictptr, name, value);
+        }
+    }
+    return PyObject_SetAttr(obj, name, value);
+}
+
 static int
 is_true_attr(PyObject *obj, PyObject *name)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject *v = fast_get(obj, name);
     if (v == NULL) {
         return -1;
     }
@@ -661,7 +881,7 @@ is_true_attr(PyObject *obj, PyObject *name)
 static int
 is_none_attr(PyObject *obj, PyObject *name)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject *v = fast_get(obj, name);
     if (v == NULL) {
         return -1;
     }
@@ -673,7 +893,7 @@ is_none_attr(PyObject *obj, PyObject *name)
 static int
 add_one_attr(PyObject *obj, PyObject *name)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject *v = fast_get(obj, name);
     if (v == NULL) {
         return -1;
     }
@@ -682,7 +902,7 @@ add_one_attr(PyObject *obj, PyObject *name)
     if (n == NULL) {
         return -1;
     }
-    int r = PyObject_SetAttr(obj, name, n);
+    int r = fast_set(obj, name, n);
     Py_DECREF(n);
     return r;
 }
@@ -748,7 +968,7 @@ snapshot(PyObject *bus)
     if (ctx == NULL) {
         return NULL;
     }
-    PyObject *last = PyObject_GetAttr(bus, s_last_ctx);
+    PyObject *last = fast_get(bus, s_last_ctx);
     if (last == NULL) {
         Py_DECREF(ctx);
         return NULL;
@@ -766,7 +986,7 @@ snapshot(PyObject *bus)
         }
     }
     Py_DECREF(last);
-    if (PyObject_SetAttr(bus, s_last_ctx, ctx) < 0) {
+    if (fast_set(bus, s_last_ctx, ctx) < 0) {
         Py_DECREF(ctx);
         return NULL;
     }
@@ -791,7 +1011,7 @@ call_method_1(PyObject *obj, PyObject *name, PyObject *arg)
 static int
 dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
 {
-    PyObject *acc = PyObject_GetAttr(d, s_acc);
+    PyObject *acc = fast_get(d, s_acc);
     if (acc == NULL) {
         return -1;
     }
@@ -811,7 +1031,7 @@ dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
     Py_DECREF(step);
     if (PyTuple_CheckExact(subs) && PyTuple_GET_SIZE(subs) == 1) {
         PyObject *sub = PyTuple_GET_ITEM(subs, 0);
-        PyObject *lane = PyObject_GetAttr(sub, s_lane);
+        PyObject *lane = fast_get(sub, s_lane);
         if (lane == NULL) {
             return -1;
         }
@@ -830,14 +1050,14 @@ dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
         }
         if (open) {
             int rc = -1;
-            PyObject *mailbox = PyObject_GetAttr(lane, s_mailbox);
-            PyObject *tail = mailbox != NULL ? PyObject_GetAttr(lane, s_tail_ctx) : NULL;
+            PyObject *mailbox = fast_get(lane, s_mailbox);
+            PyObject *tail = mailbox != NULL ? fast_get(lane, s_tail_ctx) : NULL;
             if (tail == NULL) {
                 goto lane_done;
             }
             if (tail != ctx) {
                 if (call_method_1(mailbox, s_append, ctx) < 0 ||
-                    PyObject_SetAttr(lane, s_tail_ctx, ctx) < 0 || add_one_attr(lane, s_markers) < 0) {
+                    fast_set(lane, s_tail_ctx, ctx) < 0 || add_one_attr(lane, s_markers) < 0) {
                     goto lane_done;
                 }
             }
@@ -927,7 +1147,7 @@ hot_path_applies(PyObject *self, PyObject *d, PyObject *event, PyObject *payload
     if (loop == NULL) {
         return -1;
     }
-    PyObject *quick = PyObject_GetAttr(d, s_quick_loop);
+    PyObject *quick = fast_get(d, s_quick_loop);
     Py_DECREF(loop); /* only its identity is compared */
     if (quick == NULL) {
         return -1;
@@ -941,7 +1161,7 @@ hot_path_applies(PyObject *self, PyObject *d, PyObject *event, PyObject *payload
     if (r != 0) {
         return r < 0 ? -1 : 0;
     }
-    PyObject *schemas = PyObject_GetAttr(self, s_schemas);
+    PyObject *schemas = fast_get(self, s_schemas);
     if (schemas == NULL) {
         return -1;
     }
@@ -991,7 +1211,7 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     if (event == NULL) {
         return forward(self, args, nargs, kwnames);
     }
-    PyObject *d = PyObject_GetAttr(self, s_dispatcher);
+    PyObject *d = fast_get(self, s_dispatcher);
     if (d == NULL) {
         return NULL;
     }
@@ -1044,11 +1264,11 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
               : call_method_1(self, s_count_published, ev) < 0) {
         goto done;
     }
-    PyObject *registry = PyObject_GetAttr(self, s_registry);
+    PyObject *registry = fast_get(self, s_registry);
     if (registry == NULL) {
         goto done;
     }
-    PyObject *cache = PyObject_GetAttr(registry, s_cache);
+    PyObject *cache = fast_get(registry, s_cache);
     if (cache == NULL) {
         Py_DECREF(registry);
         goto done;
@@ -1139,9 +1359,17 @@ static PyObject *s_head_ctx, *s_running, *s_concurrency, *s_popleft;
 static PyObject *
 sp_set_dispatch(PyObject *self, PyObject *args)
 {
-    PyObject *cur_var, *corr_var, *await_any, *perf;
-    if (!PyArg_ParseTuple(args, "O!O!OO:set_dispatch", &PyContextVar_Type, &cur_var,
-                          &PyContextVar_Type, &corr_var, &await_any, &perf)) {
+    PyObject *cur_var, *corr_var, *await_any, *perf, *lane_cls, *sub_cls;
+    if (!PyArg_ParseTuple(args, "O!O!OOO!O!:set_dispatch", &PyContextVar_Type, &cur_var,
+                          &PyContextVar_Type, &corr_var, &await_any, &perf, &PyType_Type, &lane_cls,
+                          &PyType_Type, &sub_cls)) {
+        return NULL;
+    }
+    PyObject *lane_slots[] = {s_closing, s_dead, s_mailbox, s_tail_ctx, s_markers,
+                              s_waiter, s_head_ctx, s_running};
+    PyObject *sub_slots[] = {s_lane, s_active, s_concurrency};
+    if (register_fast(lane_cls, lane_slots, sizeof(lane_slots) / sizeof(lane_slots[0])) < 0 ||
+        register_fast(sub_cls, sub_slots, sizeof(sub_slots) / sizeof(sub_slots[0])) < 0) {
         return NULL;
     }
     Py_INCREF(cur_var);
@@ -1158,7 +1386,7 @@ sp_set_dispatch(PyObject *self, PyObject *args)
 static int
 add_to_attr(PyObject *obj, PyObject *name, long delta)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject *v = fast_get(obj, name);
     if (v == NULL) {
         return -1;
     }
@@ -1171,7 +1399,7 @@ add_to_attr(PyObject *obj, PyObject *name, long delta)
     if (nv == NULL) {
         return -1;
     }
-    int r = PyObject_SetAttr(obj, name, nv);
+    int r = fast_set(obj, name, nv);
     Py_DECREF(nv);
     return r;
 }
@@ -1191,11 +1419,11 @@ popleft(PyObject *mailbox)
 static int
 lane_open(PyObject *lane, PyObject *sub)
 {
-    PyObject *running = PyObject_GetAttr(lane, s_running);
+    PyObject *running = fast_get(lane, s_running);
     if (running == NULL) {
         return -1;
     }
-    PyObject *concurrency = PyObject_GetAttr(sub, s_concurrency);
+    PyObject *concurrency = fast_get(sub, s_concurrency);
     if (concurrency == NULL) {
         Py_DECREF(running);
         return -1;
@@ -1315,7 +1543,7 @@ sp_quick_bare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (budget == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *mailbox = PyObject_GetAttr(lane, s_mailbox);
+    PyObject *mailbox = fast_get(lane, s_mailbox);
     if (mailbox == NULL) {
         return NULL;
     }
@@ -1334,7 +1562,7 @@ sp_quick_bare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         }
         if (PyContext_CheckExact(entry)) { /* _Lane.pop_marker */
-            int rc = PyObject_SetAttr(lane, s_head_ctx, entry);
+            int rc = fast_set(lane, s_head_ctx, entry);
             Py_DECREF(entry);
             if (rc < 0 || add_to_attr(lane, s_markers, -1) < 0 || popleft(mailbox) < 0) {
                 goto error;
@@ -1354,7 +1582,7 @@ sp_quick_bare(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             break;
         }
-        PyObject *base = PyObject_GetAttr(lane, s_head_ctx);
+        PyObject *base = fast_get(lane, s_head_ctx);
         if (base == NULL) {
             Py_DECREF(entry);
             goto error;
@@ -1509,8 +1737,12 @@ static PyMethodDef module_methods[] = {
      "set_bus(event_bus, py_publish_nowait, get_running_loop, current_event, correlation_id)\n--\n\n"
      "Configure the publish_nowait hot path; returns the method to install on EventBus."},
     {"set_dispatch", sp_set_dispatch, METH_VARARGS,
-     "set_dispatch(current_event, correlation_id, await_any, perf_counter)\n--\n\n"
+     "set_dispatch(current_event, correlation_id, await_any, perf_counter, lane, subscription)\n--\n\n"
      "Configure the quick lane loop."},
+    {"fast_attributes", sp_fast_attributes, METH_VARARGS,
+     "fast_attributes(cls, names)\n--\n\n"
+     "Read and write these attributes of exact cls instances without the generic lookup;\n"
+     "returns the names taken."},
     {"quick_bare", (PyCFunction)(void (*)(void))sp_quick_bare, METH_FASTCALL,
      "quick_bare(lane, sub, handler, fin, budget, /)\n--\n\n"
      "Run a lane's queued bare events (see dispatch.Dispatcher._run_quick)."},

@@ -1312,6 +1312,24 @@ if speedups is not None:
         "publish_nowait",
         speedups.set_bus(EventBus, EventBus.publish_nowait, _running_loop, _current_event, _correlation_id),
     )
+    # the attributes that hot path reads, without the generic attribute lookup
+    FAST_ATTRIBUTES: dict[type, tuple[str, ...]] = {
+        EventBus: (
+            "_audit",
+            "_dispatcher",
+            "_last_ctx",
+            "_published",
+            "_registry",
+            "_schemas",
+            "_slow_publish",
+            "metrics",
+            "tracer",
+        ),
+        Dispatcher: ("_acc", "quick_loop"),
+        SubscriptionRegistry: ("cache",),
+    }
+    for _cls, _names in FAST_ATTRIBUTES.items():
+        speedups.fast_attributes(_cls, _names)
 
 
 def _collector(metrics: Any) -> Any:

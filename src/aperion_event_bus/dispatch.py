@@ -303,7 +303,7 @@ def _enter_async(handler: Callable[[Any], Any], arg: Any, event: Event) -> Any:
 # _run_quick's loop over bare events, in C when the accelerator is in use
 _quick_bare: Any = None
 if speedups is not None:
-    speedups.set_dispatch(_current_event, _correlation_id, _await_any, _perf)
+    speedups.set_dispatch(_current_event, _correlation_id, _await_any, _perf, _Lane, Subscription)
     _quick_bare = speedups.quick_bare
 
 

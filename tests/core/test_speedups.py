@@ -637,3 +637,49 @@ async def test_quick_loop_runs_several_subscriptions_in_priority_order(
     for name in ("high", "mid", "low"):
         assert [j for j, n, step in log if n == name and step == "end"] == list(range(30))
     assert len(errors) == 6
+
+
+@needs_c
+def test_hot_attributes_take_the_fast_lookup() -> None:
+    """Every attribute the C hot path reads is a plain slot or instance attribute
+    (a property there would be bypassed, so registration leaves it out: this test
+    then fails and says which)."""
+    from aperion_event_bus import bus, dispatch, subscriptions
+
+    sp = _accel.speedups
+    assert sp is not None
+    for cls, names in bus.FAST_ATTRIBUTES.items():
+        assert sp.fast_attributes(cls, names) == list(names), cls
+    lane_names = ("closing", "dead", "mailbox", "tail_ctx", "markers", "waiter", "head_ctx", "running")
+    assert sp.fast_attributes(dispatch._Lane, lane_names) == list(lane_names)
+    assert sp.fast_attributes(subscriptions.Subscription, ("_lane", "_active", "concurrency", "active")) == [
+        "_lane",
+        "_active",
+        "concurrency",
+    ]  # `active` is a property: left to the generic lookup
+
+
+@needs_c
+async def test_fast_attribute_writes_are_seen_by_python() -> None:
+    """The published count and the lane bookkeeping written by C are the values
+    Python reads (same slot, same instance dict)."""
+    from aperion_event_bus import EventBus
+
+    async with EventBus() as bus:
+        seen: list[int] = []
+
+        async def handler(e: Event) -> None:
+            seen.append(e.payload["i"])
+
+        sub = bus.on("fa.x", handler)
+        for i in range(5):
+            bus.publish_nowait("fa.x", {"i": i})
+        assert bus._published == 5 and bus.get_stats()["events_published"] == 5
+        from contextvars import Context
+
+        lane = sub._lane
+        assert lane.markers == sum(1 for x in lane.mailbox if type(x) is Context)
+        assert len(lane.mailbox) - lane.markers == 5
+        assert await bus.drain(5)
+        assert sub._lane.running == 0 and sub._lane.markers == 0
+    assert seen == list(range(5))
