@@ -680,7 +680,8 @@ class EventBus:
                 correlation_id = parent.correlation_id
         if causation_id is None and parent is not None:
             causation_id = parent.event_id
-        if self.tracer is not None:
+        tracer = self.tracer
+        if tracer is not None and not tracer.adds_nothing():  # else: the untraced envelope
             return self._traced_event(
                 event_type, freeze_payload(payload), new_event_id(), source, correlation_id, causation_id
             )

@@ -110,6 +110,28 @@ def test_noop_exception_propagates(make_event):
         raise ValueError("boom")
 
 
+async def test_noop_tracer_envelope_outside_and_inside_a_trace():
+    """A non-recording tracer outside any trace adds nothing, so the bus builds the
+    untraced envelope; inside a trace the event still carries the current context
+    (and the trace id as its correlation id)."""
+    from aperion_event_bus import EventBus
+
+    async with EventBus(tracing=EventTracer(trace.NoOpTracerProvider())) as bus:
+        assert bus.tracer is not None and bus.tracer.adds_nothing()
+        plain = await bus.publish("a.b", {"i": 1}, wait=False)
+        assert plain.event.traceparent is None and plain.event.tracestate is None
+        assert plain.event.correlation_id == plain.event.event_id
+        token = otel_context.attach(_incoming(tracestate="k=v"))
+        try:
+            assert not bus.tracer.adds_nothing()
+            inside = await bus.publish("a.b", {"i": 2}, wait=False)
+        finally:
+            otel_context.detach(token)
+        assert (inside.event.traceparent, inside.event.tracestate) == (INCOMING, "k=v")
+        assert inside.event.correlation_id == INCOMING.split("-")[1]
+        assert bus.publish_nowait("a.b", {"i": 3}).traceparent is None
+
+
 def test_proxy_tracer_starts_recording_once_a_provider_is_set(
     monkeypatch, provider, exporter, make_event
 ):

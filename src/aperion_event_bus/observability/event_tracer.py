@@ -370,6 +370,14 @@ class EventTracer:
             self._check_proxy()
         return not self._noop
 
+    def adds_nothing(self) -> bool:
+        """True when a PRODUCER span would add nothing to an event published now: a
+        non-recording tracer and no valid current span (the event then carries no
+        trace context, exactly as without tracing)."""
+        if self._proxy is not None:
+            self._check_proxy()
+        return self._noop and self._current_strings()[0] is None
+
     # -- the current context ----------------------------------------------
 
     def _current_span(self) -> Any:
