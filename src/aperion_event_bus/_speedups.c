@@ -439,6 +439,22 @@ new_event(PyObject *const *values, Py_ssize_t n)
     return ev;
 }
 
+/* The offset of `descr` when it is a plain, writable object slot inside instances
+ * of `t` (what a __slots__ entry makes), else -1 */
+static Py_ssize_t
+plain_slot_offset(PyObject *descr, PyTypeObject *t)
+{
+    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset <= 0 ||
+        m->offset + (Py_ssize_t)sizeof(PyObject *) > t->tp_basicsize) {
+        return -1;
+    }
+    return m->offset;
+}
+
 static PyObject *
 sp_set_event(PyObject *self, PyObject *args)
 {
@@ -459,15 +475,9 @@ sp_set_event(PyObject *self, PyObject *args)
         if (descr == NULL) {
             return NULL;
         }
-        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type);
-        if (ok) {
-            PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
-            ok = m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
-                 m->offset + (Py_ssize_t)sizeof(PyObject *) <= t->tp_basicsize;
-            offsets[i] = m->offset;
-        }
+        offsets[i] = plain_slot_offset(descr, t);
         Py_DECREF(descr);
-        if (!ok) {
+        if (offsets[i] < 0) {
             PyErr_Format(PyExc_TypeError, "Event.%s is not a plain slot", FIELD_NAMES[i]);
             return NULL;
         }
@@ -604,7 +614,6 @@ static PyObject *s_dispatcher, *s_quick_loop, *s_slow_publish, *s_schemas, *s_tr
     *s_last_ctx, *s_acc, *s_place_new, *s_lane, *s_active, *s_closing, *s_dead, *s_mailbox,
     *s_tail_ctx, *s_markers, *s_waiter, *s_wake, *s_append, *s_get, *s_event, *s_payload,
     *s_source, *s_correlation_id, *s_causation_id, *s_event_id;
-static PyObject *int_one;
 
 /* CPython's Context object (Include/internal/pycore_context.h, 3.11-3.13); used only
  * after set_bus verified it on live objects, to see that two snapshots share one
@@ -700,11 +709,9 @@ fast_offset(PyTypeObject *t, PyObject *name)
         return 0;
     }
     Py_ssize_t offset = -1;
-    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_common.d_type == t) {
-        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
-        if (m->type == T_OBJECT_EX && !(m->flags & READONLY) && m->offset > 0 &&
-            m->offset + (Py_ssize_t)sizeof(PyObject *) <= t->tp_basicsize) {
-            offset = m->offset;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        if (((PyMemberDescrObject *)descr)->d_common.d_type == t) {
+            offset = plain_slot_offset(descr, t);
         }
     }
     else if (Py_TYPE(descr)->tp_descr_set == NULL && t->tp_dictoffset != 0) {
@@ -890,20 +897,25 @@ is_none_attr(PyObject *obj, PyObject *name)
     return r;
 }
 
+/* obj.name += delta (an int attribute) */
 static int
-add_one_attr(PyObject *obj, PyObject *name)
+add_to_attr(PyObject *obj, PyObject *name, long delta)
 {
     PyObject *v = fast_get(obj, name);
     if (v == NULL) {
         return -1;
     }
-    PyObject *n = PyNumber_Add(v, int_one);
+    long n = PyLong_AsLong(v);
     Py_DECREF(v);
-    if (n == NULL) {
+    if (n == -1 && PyErr_Occurred()) {
         return -1;
     }
-    int r = fast_set(obj, name, n);
-    Py_DECREF(n);
+    PyObject *nv = PyLong_FromLong(n + delta);
+    if (nv == NULL) {
+        return -1;
+    }
+    int r = fast_set(obj, name, nv);
+    Py_DECREF(nv);
     return r;
 }
 
@@ -1057,7 +1069,7 @@ dispatch_new(PyObject *d, PyObject *ev, PyObject *subs, PyObject *ctx)
             }
             if (tail != ctx) {
                 if (call_method_1(mailbox, s_append, ctx) < 0 ||
-                    fast_set(lane, s_tail_ctx, ctx) < 0 || add_one_attr(lane, s_markers) < 0) {
+                    fast_set(lane, s_tail_ctx, ctx) < 0 || add_to_attr(lane, s_markers, 1) < 0) {
                     goto lane_done;
                 }
             }
@@ -1260,7 +1272,7 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     if (plain < 0) {
         goto done;
     }
-    if (plain ? add_one_attr(self, s_published) < 0
+    if (plain ? add_to_attr(self, s_published, 1) < 0
               : call_method_1(self, s_count_published, ev) < 0) {
         goto done;
     }
@@ -1381,27 +1393,6 @@ sp_set_dispatch(PyObject *self, PyObject *args)
     Py_INCREF(perf);
     Py_XSETREF(q_perf, perf);
     Py_RETURN_NONE;
-}
-
-static int
-add_to_attr(PyObject *obj, PyObject *name, long delta)
-{
-    PyObject *v = fast_get(obj, name);
-    if (v == NULL) {
-        return -1;
-    }
-    long n = PyLong_AsLong(v);
-    Py_DECREF(v);
-    if (n == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    PyObject *nv = PyLong_FromLong(n + delta);
-    if (nv == NULL) {
-        return -1;
-    }
-    int r = fast_set(obj, name, nv);
-    Py_DECREF(nv);
-    return r;
 }
 
 static int
@@ -1705,8 +1696,7 @@ intern_names(void)
     INTERN(s_concurrency, "concurrency");
     INTERN(s_popleft, "popleft");
 #undef INTERN
-    int_one = PyLong_FromLong(1);
-    return int_one == NULL ? -1 : 0;
+    return 0;
 }
 
 /* ----------------------------------------------------------------- module */

@@ -1314,7 +1314,7 @@ if speedups is not None:
         speedups.set_bus(EventBus, EventBus.publish_nowait, _running_loop, _current_event, _correlation_id),
     )
     # the attributes that hot path reads, without the generic attribute lookup
-    FAST_ATTRIBUTES: dict[type, tuple[str, ...]] = {
+    _FAST_ATTRIBUTES: dict[type, tuple[str, ...]] = {
         EventBus: (
             "_audit",
             "_dispatcher",
@@ -1329,8 +1329,9 @@ if speedups is not None:
         Dispatcher: ("_acc", "quick_loop"),
         SubscriptionRegistry: ("cache",),
     }
-    for _cls, _names in FAST_ATTRIBUTES.items():
-        speedups.fast_attributes(_cls, _names)
+    for _fast_class, _fast_names in _FAST_ATTRIBUTES.items():
+        speedups.fast_attributes(_fast_class, _fast_names)
+    del _fast_class, _fast_names
 
 
 def _collector(metrics: Any) -> Any:

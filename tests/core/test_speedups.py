@@ -648,7 +648,7 @@ def test_hot_attributes_take_the_fast_lookup() -> None:
 
     sp = _accel.speedups
     assert sp is not None
-    for cls, names in bus.FAST_ATTRIBUTES.items():
+    for cls, names in bus._FAST_ATTRIBUTES.items():
         assert sp.fast_attributes(cls, names) == list(names), cls
     lane_names = ("closing", "dead", "mailbox", "tail_ctx", "markers", "waiter", "head_ctx", "running")
     assert sp.fast_attributes(dispatch._Lane, lane_names) == list(lane_names)

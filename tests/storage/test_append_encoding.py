@@ -327,3 +327,17 @@ def test_replay_pages_keep_publish_order_and_filters(store: SQLiteStore) -> None
     assert list(store.iter_events(types=["*.paid"], batch_size=5)) == [
         e for i, e in enumerate(events) if i % 3
     ]
+
+
+async def test_paged_reads_refuse_a_bad_batch_size_even_when_nothing_matches(
+    store: SQLiteStore,
+) -> None:
+    """``iter_events``/``aiter_pages`` check ``batch_size`` first: a bad argument is
+    reported whatever the filters (an empty result used to hide it)."""
+    for batch_size in (0, -1):
+        with pytest.raises(ValueError, match="batch_size must be a positive number"):
+            list(store.iter_events(types=[], batch_size=batch_size))
+        with pytest.raises(ValueError, match="batch_size must be a positive number"):
+            async for _ in store.aiter_pages(types=[], batch_size=batch_size):
+                pass
+    assert list(store.iter_events(types=[])) == []

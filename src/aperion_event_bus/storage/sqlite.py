@@ -513,11 +513,9 @@ class SQLiteStore:
         (``*``, ``domain.*``, ``*.action``). Events appended after the iteration started
         are not included.
         """
-        query = EventQuery(since, until, types, correlation_id)
-        if query.empty:
+        query = _replay_query(since, until, types, correlation_id, batch_size)
+        if query is None:
             return
-        if batch_size < 1:
-            raise ValueError("batch_size must be positive")
         readers = self._readers()
         with readers.connection() as conn:
             after, last = query.bounds(conn)
@@ -553,11 +551,9 @@ class SQLiteStore:
     ) -> AsyncIterator[list[Event]]:
         """``aiter_events`` a page (a list of up to ``batch_size`` events) at a time,
         for consumers that handle a page in one go (``EventBus.replay``)."""
-        query = EventQuery(since, until, types, correlation_id)
-        if query.empty:
+        query = _replay_query(since, until, types, correlation_id, batch_size)
+        if query is None:
             return
-        if batch_size < 1:
-            raise ValueError("batch_size must be positive")
         readers = self._readers()
 
         def bounds() -> tuple[int, int]:
@@ -681,3 +677,17 @@ class SQLiteStore:
     def schema_version(self) -> int:
         """The schema version this code writes (files are migrated to it on open)."""
         return SCHEMA_VERSION
+
+
+def _replay_query(
+    since: float | None,
+    until: float | None,
+    types: Sequence[str] | None,
+    correlation_id: str | None,
+    batch_size: int,
+) -> EventQuery | None:
+    """The query of a paged read; None when nothing can match."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of events, not {batch_size}")
+    query = EventQuery(since, until, types, correlation_id)
+    return None if query.empty else query
