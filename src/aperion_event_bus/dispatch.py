@@ -388,7 +388,12 @@ class Dispatcher:
         return count_of(self._acc)
 
     def reset_pending(self) -> int:
-        """Forget unfinished events (their loop died); returns how many there were."""
+        """Forget unfinished events (their loop died); returns how many there were.
+
+        Their deliveries may still sit in suspended coroutines of the dead loop. When
+        the garbage collector closes those (GeneratorExit), they must not finish
+        their events: the slots were already counted as lost here, so the lane and
+        direct paths re-raise GeneratorExit without releasing anything."""
         with self._lock:
             lost = self.pending
             self._pending = 0
@@ -793,6 +798,8 @@ class Dispatcher:
                     else:
                         await self._deliver_async(sub, handler, chain)
             except BaseException as exc:
+                if type(exc) is GeneratorExit:
+                    raise  # closed after its loop died: see reset_pending
                 lane.running -= 1
                 advance(chain)
                 self._contain(sub, chain, exc)
@@ -844,7 +851,10 @@ class Dispatcher:
                             return _Suspended(
                                 _started_chain(event, sub, base), ctx, coro, yielded, start
                             )
-                        self._quick_failed(lane, sub, event, None, base, exc, start, fin)
+                        try:  # handled as in the Python loop: sys.exc_info() is set
+                            raise exc  # for hooks, and the traceback starts here
+                        except BaseException:
+                            self._quick_failed(lane, sub, event, None, base, exc, start, fin)
                         continue
                     if budget <= 0 or not mailbox:
                         continue
@@ -979,6 +989,8 @@ class Dispatcher:
             if outcome[1] is not None or self.observer is not None:
                 self._settle(sub, chain, outcome)
         except BaseException as exc:
+            if type(exc) is GeneratorExit:
+                raise  # closed after its loop died: see reset_pending
             lane.running -= 1
             self._advance(chain)
             self._contain(sub, chain, exc)
@@ -1067,6 +1079,8 @@ class Dispatcher:
             try:
                 done = await self._run_sync_batch(sub, handler, batch, ctxs)
             except BaseException as exc:
+                if type(exc) is GeneratorExit:
+                    raise  # closed after its loop died: see reset_pending
                 lane.running -= 1
                 self._advance_all(batch)
                 if isinstance(exc, asyncio.CancelledError) and not self.stopping:
@@ -1519,6 +1533,8 @@ class Dispatcher:
                     lanes[index] = None
                     self._release_lane(lane)
         except BaseException as exc:
+            if type(exc) is GeneratorExit:
+                raise  # closed after its loop died: see reset_pending
             for lane in lanes:  # the reservations not reached
                 if lane is not None:
                     self._release_lane(lane)
@@ -1552,6 +1568,8 @@ class Dispatcher:
             else:
                 await self._deliver_direct(sub, handler, chain)
         except BaseException as exc:
+            if type(exc) is GeneratorExit:
+                raise  # closed after its loop died: see reset_pending
             if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
                 self.on_cancelled(sub, chain.event)
             self._finish(chain)

@@ -158,6 +158,55 @@ def test_bus_reused_across_loops_drop_oldest_accounting() -> None:
     assert (ok, pending) == (True, 0)
 
 
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "unbounded"])
+@pytest.mark.parametrize("sync_handler", [False, True], ids=["async", "sync"])
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_abandoned_delivery_closed_by_gc_after_loop_reset_is_not_released_again(
+    bounded: bool, sync_handler: bool
+) -> None:
+    """A loop closed without cancelling the bus's tasks leaves suspended deliveries;
+    the next loop's reset counts them as lost, so when the garbage collector later
+    closes their coroutines they must not release their slots a second time."""
+    bus = EventBus(max_pending_events=4 if bounded else None, handler_timeout=5)
+    gate = threading.Event()
+    block = {"on": True}
+
+    async def slow(e: Event) -> None:
+        if block["on"]:
+            await asyncio.sleep(10)
+
+    def slow_sync(e: Event) -> None:
+        if block["on"]:
+            gate.wait(2)
+
+    bus.on("l.x", slow_sync if sync_handler else slow)
+
+    async def first() -> None:
+        bus.publish_nowait("l.x", {"i": 0})
+        bus.publish_nowait("l.x", {"i": 1})
+        await asyncio.sleep(0.02)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(first())
+    loop.close()  # the bus's tasks are left suspended, never cancelled
+    del loop
+    block["on"] = False
+    gate.set()
+
+    async def second() -> tuple[bool, int]:
+        bus.publish_nowait("l.x", {"i": 2})  # rebinds: the reset counts the lost ones
+        for _ in range(3):
+            gc.collect()  # closes the abandoned coroutines (GeneratorExit)
+            await asyncio.sleep(0.01)
+        ok = await bus.drain(2)
+        return ok, bus.get_pending_count()
+
+    try:
+        assert asyncio.run(second()) == (True, 0)
+    finally:
+        bus.shutdown(1)
+
+
 class _CyclicListener:
     def __init__(self) -> None:
         self.me = self  # only the cyclic GC can free it

@@ -532,6 +532,42 @@ async def test_quick_loop_context_order_errors_and_suspensions(
     assert bus.get_pending_count() == 0
 
 
+async def test_quick_loop_failure_is_reported_inside_its_except(quick_path: str) -> None:
+    """While a failed quick delivery is reported, ``sys.exc_info()`` holds the
+    handler's exception on both loops (hooks such as logging handlers may read it),
+    and its traceback reaches the handler's frame."""
+    import logging
+    import sys
+    import traceback
+
+    from aperion_event_bus import EventBus
+
+    seen: list[BaseException | None] = []
+
+    class ExcInfoProbe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(sys.exc_info()[1])
+
+    probe = ExcInfoProbe(logging.ERROR)
+    library = logging.getLogger("aperion_event_bus")
+    library.addHandler(probe)
+    try:
+        async with EventBus() as bus:
+
+            async def handler(e: Event) -> None:
+                raise ValueError(f"bad {e.payload['i']}")
+
+            bus.on("q.fail", handler)
+            for i in range(3):
+                bus.publish_nowait("q.fail", {"i": i})
+            assert await bus.drain(5)
+    finally:
+        library.removeHandler(probe)
+    assert [str(e) for e in seen] == ["bad 0", "bad 1", "bad 2"]
+    assert seen[0] is not None
+    assert any(f.name == "handler" for f in traceback.extract_tb(seen[0].__traceback__))
+
+
 async def test_quick_loop_handler_unsubscribing_itself(quick_path: str) -> None:
     from aperion_event_bus import EventBus
 
