@@ -134,6 +134,13 @@ CUSTOM_PATTERN = Redactor(patterns={"employee_id": r"EMP-\d{3}"})
         # a JWT glued to an email, and one glued to other text next to an email
         (f"x bob@example.com{JWT} ok", "x [REDACTED_EMAIL].[REDACTED_JWT] ok"),
         (f"a@b.com id{JWT}", "[REDACTED_EMAIL] id[REDACTED_JWT]"),
+        # a JWT glued to a word, with no email in the text
+        (f"id_{JWT} rest", "id_[REDACTED_JWT] rest"),
+        (f"x{JWT}", "x[REDACTED_JWT]"),
+        (f"token{JWT}.", "token[REDACTED_JWT]."),
+        # eyJ inside words that are no JWT stays
+        ("the keyJar value", "the keyJar value"),
+        ("abceyJfoo.eyJbar.baz", "abceyJfoo.eyJbar.baz"),
     ],
 )
 def test_values_glued_to_a_finding_are_redacted_in_one_pass(text: str, expected: str) -> None:

@@ -270,10 +270,9 @@ def scan_text(text: str, keys: KeyClassifier, *, private_ips: bool = True) -> li
     ):
         _scan_inline(text, found)
     if "@" in text or (percent and "%40" in text):
-        count = len(found)
         _scan_emails(text, found)
-        if len(found) > count and "eyJ" in text:
-            _scan_glued_jwts(text, found)
+    if "eyJ" in text:
+        _scan_glued_jwts(text, found)
     # The gate needs four colons; log timestamps usually have two.
     if colon and ("::" in text or (text.count(":") >= 4 and _IPV6_GATE.search(text) is not None)):
         _scan_ipv6(text, found, private_ips)
@@ -555,9 +554,9 @@ def _classify_run(text: str, start: int, end: int, found: list[Finding], depth: 
 
 
 def _scan_glued_jwts(text: str, found: list[Finding]) -> None:
-    """JWTs glued to the text before them, which the boundary scan does not see. Looked
-    for when the text has an email: a JWT glued to one (``bob@example.com<jwt>``) is
-    partly read as its domain, and the part past the email would stay in clear."""
+    """JWTs glued to the text before them (``id_<jwt>``, ``bob@example.com<jwt>``),
+    which the boundary scan does not see as tokens of their own. ``eyJ`` plus a
+    header and payload that decode to JSON is specific enough to need no boundary."""
     i = text.find("eyJ", 1)
     while i > 0:
         if text[i - 1] not in _BOUNDARY_CHARS_SET:
