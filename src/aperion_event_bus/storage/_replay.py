@@ -1,8 +1,8 @@
 """Reading events back: replay pages with filters, and pending deliveries.
 
 A page is fetched with ONE statement that returns the whole page as one JSON text
-(``group_concat`` of the stored bodies) and parsed with one ``loads``; reading row
-by row would cost a GIL hand-off per row (see ``_writer``). Pages are keyed by
+(``group_concat`` of the stored bodies) and decoded in one call (``decode_page``);
+reading row by row would cost a GIL hand-off per row (see ``_writer``). Pages are keyed by
 ``seq`` (publish order), so paging never skips or repeats an event.
 
 Type patterns follow ``aperion_event_bus.patterns``: SQLite narrows the rows with
@@ -15,12 +15,13 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._accel import speedups
 from .._frozen import FrozenDict, FrozenList
 from .._json import loads
 from ..events import Event, _make_event
 from ..patterns import compile_pattern, validate_pattern
 
-__all__ = ["EventQuery", "decode_event", "decode_events", "pending_page"]
+__all__ = ["EventQuery", "decode_event", "decode_events", "decode_page", "pending_page"]
 
 # SQLite may read a JSON number back in the last bit differently on some builds;
 # SQL filters on time use this margin and the exact bound is re-checked in Python.
@@ -81,6 +82,20 @@ def decode_events(envelopes: list[dict[str, Any]]) -> list[Event]:
             )
         )
     return events
+
+
+def _py_decode_page(text: str) -> list[Event]:
+    """The Events of a replay page: ``text`` is the stored bodies joined by commas
+    (``group_concat(body, ',')``), in the order SQLite returned them."""
+    return decode_events(loads(f"[{text}]"))
+
+
+if speedups is not None:
+    speedups.set_decode(FrozenList, _py_decode_page)
+# The C twin parses the bodies straight into Events (no envelope dicts, payload
+# containers frozen as they are read, value events untracked by the GC) and hands
+# any page it does not handle itself to the Python one, which stays the reference.
+decode_page = _py_decode_page if speedups is None else speedups.decode_page
 
 
 def _glob_literal(text: str) -> str:
@@ -165,16 +180,15 @@ class EventQuery:
         ).fetchone()
         if text is None:
             return [], None
-        envelopes = loads(f"[{text}]")
+        events = decode_page(text)
         order = list(map(int, seqs.split(",")))
-        if len(order) != len(envelopes):
+        if len(order) != len(events):
             raise ValueError("replay page: bodies and seqs do not pair up")
         ordered = sorted(order)
         if order != ordered:  # see _ensure_order
-            by_seq = dict(zip(order, envelopes, strict=True))
+            by_seq = dict(zip(order, events, strict=True))
             order = ordered
-            envelopes = [by_seq[seq] for seq in order]
-        events = decode_events(envelopes)
+            events = [by_seq[seq] for seq in order]
         if self._matchers is not None or self.since is not None or self.until is not None:
             events = [e for e in events if self._accepts(e)]
         return events, order[-1]
