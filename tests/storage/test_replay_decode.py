@@ -227,3 +227,28 @@ def test_decode_page_is_the_c_reader_when_accelerated() -> None:
         assert _replay.decode_page is _replay._py_decode_page
     else:
         assert _replay.decode_page is _accel.speedups.decode_page
+
+
+def test_pending_page_pairs_attempts_with_events_in_seq_order() -> None:
+    """Deliveries come back as three group_concat lists (bodies, seqs, attempts); if
+    SQLite ever concatenated them out of order, the rows are sorted by seq together."""
+    from aperion_event_bus.storage._replay import pending_page
+
+    events = [Event("data.stored", {"i": i}) for i in range(4)]
+    shuffled = [2, 0, 3, 1]
+    row = (
+        ",".join(events[i].to_jsonl() for i in shuffled),
+        ",".join(str(10 + i) for i in shuffled),
+        ",".join(str(100 + i) for i in shuffled),
+    )
+
+    class FakeConnection:
+        def execute(self, sql: str, params: object) -> Any:
+            class Cursor:
+                def fetchone(self) -> tuple[str, str, str]:
+                    return row
+
+            return Cursor()
+
+    page, last = pending_page(FakeConnection(), "a", 0, 10)  # type: ignore[arg-type]
+    assert page == [(e, 100 + i) for i, e in enumerate(events)] and last == 13
