@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -337,7 +338,11 @@ flat_scalars(PyObject *dict)
             return 0;
         }
         if (value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
-            PyFloat_CheckExact(value) || PyBool_Check(value)) {
+            PyBool_Check(value)) {
+            continue;
+        }
+        /* NaN and infinities: the Python twin refuses them with the path */
+        if (PyFloat_CheckExact(value) && isfinite(PyFloat_AS_DOUBLE(value))) {
             continue;
         }
         return 0;

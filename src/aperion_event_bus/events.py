@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._accel import speedups
-from ._frozen import FrozenDict, freeze_payload
+from ._frozen import FrozenDict, freeze, freeze_payload
 from ._ids import new_event_id
 from ._json import dumps, loads
-from .errors import ValidationError
+from .errors import SerializationError, ValidationError
 
 __all__ = ["ENVELOPE_FIELDS", "Event"]
 
@@ -189,13 +189,16 @@ class Event(_EventSlots):
         payload = data["payload"]
         if not isinstance(payload, Mapping):
             raise ValidationError("payload must be a dict", data.get("event_type"))
-        return cls(
-            data["event_type"],
-            payload,
-            data["timestamp"],
-            data["event_id"],
-            **{k: data.get(k) for k in _OPTIONAL},
-        )
+        optional = {k: data.get(k) for k in _OPTIONAL}
+        try:
+            return cls(data["event_type"], payload, data["timestamp"], data["event_id"], **optional)
+        except SerializationError:
+            # NaN/Infinity in a line written before publish refused them (1.x wrote
+            # them): read it as written; anything else unserialisable is raised again
+            frozen = freeze(payload, "payload", False)
+        event = cls(data["event_type"], {}, data["timestamp"], data["event_id"], **optional)
+        object.__setattr__(event, "payload", frozen)
+        return event
 
     @classmethod
     def from_jsonl(cls, line: str | bytes) -> Event:
