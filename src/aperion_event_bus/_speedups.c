@@ -1270,17 +1270,7 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     if (ev == NULL) {
         goto done;
     }
-    int plain = is_none_attr(self, s_audit);
-    if (plain == 1) {
-        plain = is_none_attr(self, s_metrics);
-    }
-    if (plain < 0) {
-        goto done;
-    }
-    if (plain ? add_to_attr(self, s_published, 1) < 0
-              : call_method_1(self, s_count_published, ev) < 0) {
-        goto done;
-    }
+    /* matched before it is counted: a cache miss checks the type (registry.match) */
     PyObject *registry = fast_get(self, s_registry);
     if (registry == NULL) {
         goto done;
@@ -1312,6 +1302,17 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     }
     Py_DECREF(registry);
     if (found < 0) {
+        goto done;
+    }
+    int plain = is_none_attr(self, s_audit);
+    if (plain == 1) {
+        plain = is_none_attr(self, s_metrics);
+    }
+    if (plain < 0) {
+        goto done;
+    }
+    if (plain ? add_to_attr(self, s_published, 1) < 0
+              : call_method_1(self, s_count_published, ev) < 0) {
         goto done;
     }
     if (found) {

@@ -16,7 +16,7 @@ from ._accel import speedups
 from ._frozen import FrozenDict, freeze, freeze_payload
 from ._ids import new_event_id
 from ._json import dumps, loads
-from .errors import SerializationError, ValidationError
+from .errors import MissingFieldError, SerializationError, ValidationError
 
 __all__ = ["ENVELOPE_FIELDS", "Event"]
 
@@ -75,7 +75,7 @@ class Event(_EventSlots):
         traceparent: str | None = None,
         tracestate: str | None = None,
     ) -> None:
-        if not isinstance(event_type, str) or not event_type:
+        if not isinstance(event_type, str) or not event_type or event_type.isspace():
             raise ValidationError("event_type must be a non-empty string", event_type)
         if not isinstance(payload, Mapping):
             raise ValidationError("payload must be a dict", event_type)
@@ -179,12 +179,16 @@ class Event(_EventSlots):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        """Rebuild an event from ``to_dict()``/parsed JSON; the 1.x four keys are required."""
+        """Rebuild an event from ``to_dict()``/parsed JSON; the 1.x four keys are required
+        (a missing one raises ``MissingFieldError``: a ValidationError and, as in 1.x,
+        a KeyError)."""
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
-            raise ValidationError(
+            raise MissingFieldError(
                 f"event record is missing required field(s) {', '.join(missing)}; "
-                f"expected at least {', '.join(_REQUIRED)}"
+                f"expected at least {', '.join(_REQUIRED)}",
+                data.get("event_type"),
+                field=missing[0],
             )
         payload = data["payload"]
         if not isinstance(payload, Mapping):
