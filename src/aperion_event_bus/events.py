@@ -7,6 +7,7 @@ events: correlation id, causation id (the parent event) and W3C trace context.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -51,6 +52,22 @@ class _EventSlots:
     tracestate: str | None
 
 
+@dataclasses.dataclass(frozen=True, init=False, repr=False, eq=False)
+class _DataclassFields:
+    """Event's fields as ``dataclasses`` describes them (1.x Event was a frozen
+    dataclass): ``fields``, ``replace`` and ``asdict`` work on Event through them."""
+
+    event_type: str
+    payload: Mapping[str, Any]
+    timestamp: float | None = None
+    event_id: str | None = None
+    source: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = dataclasses.field(default=None, kw_only=True)
+    traceparent: str | None = dataclasses.field(default=None, kw_only=True)
+    tracestate: str | None = dataclasses.field(default=None, kw_only=True)
+
+
 class Event(_EventSlots):
     """Immutable event envelope.
 
@@ -61,6 +78,11 @@ class Event(_EventSlots):
     """
 
     __slots__ = ()
+    # dataclasses.fields/replace/asdict/astuple see Event as the frozen dataclass it
+    # was in 1.x; replace() builds a new Event (payload frozen again)
+    __dataclass_fields__ = _DataclassFields.__dataclass_fields__
+    __dataclass_params__ = _DataclassFields.__dataclass_params__  # type: ignore[attr-defined]
+    __match_args__ = ENVELOPE_FIELDS[:6]
 
     def __init__(
         self,

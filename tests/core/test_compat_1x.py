@@ -108,3 +108,37 @@ async def test_whitespace_only_event_type_is_rejected_by_every_async_path(
             Event(blank, {})
         assert bus.publish_nowait("a.b", {}) is not None
         assert bus.get_stats()["events_published"] == 1
+
+
+def test_dataclasses_functions_work_on_event_as_in_1x() -> None:
+    """1.x Event was a frozen dataclass: fields, replace, asdict and astuple work."""
+    import dataclasses
+
+    from aperion_event_bus._frozen import FrozenDict
+
+    event = Event("a.b", {"x": [1]}, source="s", causation_id="evt_0", traceparent="tp")
+    assert dataclasses.is_dataclass(event)
+    names = [f.name for f in dataclasses.fields(event)]
+    assert names == ["event_type", "payload", "timestamp", "event_id", "source",
+                     "correlation_id", "causation_id", "traceparent", "tracestate"]
+    changed = dataclasses.replace(event, payload={"y": [2]}, correlation_id="c")
+    assert type(changed) is Event and changed.event_id == event.event_id
+    assert changed.payload == {"y": [2]} and type(changed.payload) is FrozenDict
+    assert (changed.causation_id, changed.traceparent, changed.source) == ("evt_0", "tp", "s")
+    with pytest.raises(TypeError, match="read-only"):
+        changed.payload["y"].append(3)
+    data = dataclasses.asdict(event)
+    assert data == event.to_dict() and list(data) == names
+    assert dataclasses.astuple(event)[:2] == ("a.b", {"x": [1]})
+    with pytest.raises(ValidationError):
+        dataclasses.replace(event, event_type="   ")
+
+
+async def test_events_built_by_every_path_are_dataclass_events() -> None:
+    import dataclasses
+
+    async with EventBus() as bus:
+        bus.on("a.*", lambda e: None)
+        for event in (bus.publish_nowait("a.b", {"x": 1}), (await bus.publish("a.c", {})).event):
+            assert type(event) is Event
+            assert dataclasses.replace(event, source="s").source == "s"
