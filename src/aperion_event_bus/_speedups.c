@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -337,7 +338,11 @@ flat_scalars(PyObject *dict)
             return 0;
         }
         if (value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
-            PyFloat_CheckExact(value) || PyBool_Check(value)) {
+            PyBool_Check(value)) {
+            continue;
+        }
+        /* NaN and infinities: the Python twin refuses them with the path */
+        if (PyFloat_CheckExact(value) && isfinite(PyFloat_AS_DOUBLE(value))) {
             continue;
         }
         return 0;
@@ -1956,17 +1961,7 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     if (ev == NULL) {
         goto done;
     }
-    int plain = is_none_attr(self, s_audit);
-    if (plain == 1) {
-        plain = is_none_attr(self, s_metrics);
-    }
-    if (plain < 0) {
-        goto done;
-    }
-    if (plain ? add_to_attr(self, s_published, 1) < 0
-              : call_method_1(self, s_count_published, ev) < 0) {
-        goto done;
-    }
+    /* matched before it is counted: a cache miss checks the type (registry.match) */
     PyObject *registry = fast_get(self, s_registry);
     if (registry == NULL) {
         goto done;
@@ -1998,6 +1993,17 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     }
     Py_DECREF(registry);
     if (found < 0) {
+        goto done;
+    }
+    int plain = is_none_attr(self, s_audit);
+    if (plain == 1) {
+        plain = is_none_attr(self, s_metrics);
+    }
+    if (plain < 0) {
+        goto done;
+    }
+    if (plain ? add_to_attr(self, s_published, 1) < 0
+              : call_method_1(self, s_count_published, ev) < 0) {
         goto done;
     }
     if (found) {
