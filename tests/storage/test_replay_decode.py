@@ -30,7 +30,7 @@ _scalars = (
     | st.booleans()
     | st.integers()
     | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)  # JSON cannot carry the others
     | st.text()
 )
 _json = st.recursive(
@@ -44,7 +44,7 @@ _optional_text = st.none() | st.text(max_size=20)
 @st.composite
 def _events(draw: st.DrawFn) -> Event:
     return Event(
-        draw(st.text(min_size=1, max_size=20)),
+        draw(st.text(min_size=1, max_size=20).filter(str.strip)),  # a non-blank event type
         draw(st.dictionaries(st.text(max_size=8), _json, max_size=5)),
         draw(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)),
         draw(st.text(min_size=1, max_size=30)),
