@@ -417,7 +417,12 @@ class EventTracer:
         trace context, exactly as without tracing)."""
         if self._proxy is not None:
             self._check_proxy()
-        return self._noop and self._current_strings()[0] is None
+        if not self._noop:
+            return False
+        var = self._context_var  # no span in the current Context (the common case)?
+        if var is not None and self._span_key not in var.get():
+            return True
+        return self._current_strings()[0] is None
 
     # -- the current context ----------------------------------------------
 
@@ -642,8 +647,12 @@ class EventTracer:
         then runs the handler as it would without tracing."""
         if self._proxy is not None:
             self._check_proxy()
-        if self._noop and self._is_current(event):
-            return None
+        if self._noop:
+            var = self._context_var  # no context on the event, no span current (common)?
+            if not event.traceparent and var is not None and self._span_key not in var.get():
+                return None
+            if self._is_current(event):
+                return None
         return _ConsumeScope(self, event, handler_name)
 
     def consume_span(self, event: TracedEvent, handler_name: str) -> AbstractContextManager[Span]:
