@@ -9,6 +9,8 @@ import pytest
 
 from aperion_event_bus import EventBus, _accel
 
+pytest_plugins = ["pytester"]  # runs the pytest plugin's fixtures in an inner session
+
 
 @pytest.fixture
 def sync_bus() -> Iterator[EventBus]:
