@@ -30,6 +30,7 @@ from .context import _correlation_id, _current_event
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
 from .errors import BusClosedError, ConfigurationError, EventBusError, ValidationError
 from .events import Event, _make_event
+from .patterns import compile_pattern
 from .results import HandlerResult, PublishResult, _handler_result
 from .subscriptions import Subscription, SubscriptionRegistry
 from .typed import EventSchema, event_type_of
@@ -38,11 +39,13 @@ from .validation import EventValidator
 if TYPE_CHECKING:
     from .storage.sqlite import SQLiteStore
 
-__all__ = ["HANDLER_ERROR_EVENT", "EventBus"]
+__all__ = ["HANDLER_ERROR_EVENT", "EventBus", "Tap"]
 
 logger = library_logger("aperion_event_bus.bus")
 HANDLER_ERROR_EVENT = "system.handler_error"
 F = TypeVar("F", bound=Callable[..., Any])
+# An observer of every published event (see EventBus.add_tap); not a subscription.
+Tap = Callable[[Event], None]
 _time = time.time
 _perf = time.perf_counter
 _running_loop = asyncio._get_running_loop
@@ -158,6 +161,7 @@ class EventBus:
         self._closing = False
         self._closed = False
         self._last_ctx: Context | None = None  # see _snapshot
+        self._taps: tuple[Tap, ...] = ()  # see add_tap; changed copy-on-write
         # features the quick envelope path skips: take the full path instead
         # (tracing and metrics are handled on the quick path too)
         self._slow_publish = any(x is not None for x in (self.validator, self._audit, self.store))
@@ -547,6 +551,8 @@ class EventBus:
             audit = self._audit
             if audit is not None and audit.backlog() > audit.HIGH_WATER:
                 await audit.throttle()  # the audit writer is behind: wait instead of piling up
+            if self._taps:
+                self._tap(ev)
         d = self._ensure_loop()
         self._count_published(ev)
         if not subs:
@@ -632,6 +638,8 @@ class EventBus:
         ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
         if self.store is not None:
             self._append_sync(ev, subs, "publish_nowait")
+        if self._taps:
+            self._tap(ev)
         return ev if self._submit(ev, subs) else None
 
     def _snapshot(self) -> Context:
@@ -741,27 +749,98 @@ class EventBus:
         where: Callable[[Event], bool] | None = None,
         timeout: float | None = None,
     ) -> Event:
-        """Wait for the next event matching ``pattern`` (and ``where``); TimeoutError after ``timeout``."""
+        """Wait for the next event matching ``pattern`` (and ``where``); TimeoutError after ``timeout``.
+
+        It watches through a tap (see ``add_tap``), not a subscription: it adds no
+        result to anyone's ``PublishResult`` and no subscription to the stats.
+        ``where`` runs in the publisher's thread; if it raises, the error is
+        raised here."""
+        target = event_type_of(pattern) if isinstance(pattern, type) else pattern
+        if target is None:
+            raise ValidationError(f"{pattern!r} is not an event pattern or typed-event class")
+        try:
+            matches = compile_pattern(target)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        if self._closed:
+            raise BusClosedError(f"bus {self.name!r} is closed; create a new EventBus")
         loop = asyncio.get_running_loop()
         found: asyncio.Future[Event] = loop.create_future()
         caller = threading.get_ident()
 
-        async def tap(event: Event) -> None:
-            if found.done() or (where is not None and not where(event)):
+        def settle(event: Event | None, error: BaseException | None) -> None:
+            if found.done():
                 return
-            if threading.get_ident() == caller:
-                _resolve(found, event)
+            if error is not None:
+                found.set_exception(error)
             else:
-                loop.call_soon_threadsafe(_resolve, found, event)
+                found.set_result(event)  # type: ignore[arg-type]
 
-        target = event_type_of(pattern) if isinstance(pattern, type) else pattern
-        if target is None:
-            raise ValidationError(f"{pattern!r} is not an event pattern or typed-event class")
-        sub = self._add(tap, target, 1_000_000, None, name="wait_for", weak=False, timeout=None)
+        def tap(event: Event) -> None:
+            if found.done() or not matches(event.event_type):
+                return
+            error: BaseException | None = None
+            try:
+                if where is not None and not where(event):
+                    return
+            except Exception as exc:
+                error = exc
+            if threading.get_ident() == caller:
+                settle(event, error)
+            else:
+                try:
+                    loop.call_soon_threadsafe(settle, event, error)
+                except RuntimeError:  # the waiting loop is closed: nobody to wake
+                    pass
+
+        self.add_tap(tap)
         try:
             return await asyncio.wait_for(found, timeout)
         finally:
-            self.unsubscribe(sub.subscription_id)
+            self.remove_tap(tap)
+
+    # ================================================================= taps
+    def add_tap(self, tap: Tap) -> None:
+        """Call ``tap(event)`` for every event published on this bus from now on.
+
+        The hook behind ``wait_for`` and ``testing.EventRecorder``: a tap observes,
+        it is not a subscription (it is not in ``get_subscriptions()``, the stats or
+        any ``PublishResult``). It runs synchronously in the publisher's thread and
+        context, in publish order, once the event is built and validated (and
+        committed, with a store) and before it is queued, so it also sees events
+        that no handler matches or that backpressure then drops, and the
+        ``system.handler_error`` reports. Keep it short and thread-safe; an
+        exception it raises is logged, never passed to the publisher or dispatch.
+        While any tap is installed, publishing takes the full (slower) path; with
+        none, the hot paths do not look at taps at all."""
+        if not callable(tap):
+            raise TypeError(f"tap must be callable, got {type(tap).__qualname__}")
+        with self._stats_lock:
+            self._taps = (*self._taps, tap)
+            self._slow_publish = True
+
+    def remove_tap(self, tap: Tap) -> bool:
+        """Remove a tap added with ``add_tap`` (compared with ==); True if it was there."""
+        with self._stats_lock:
+            taps = list(self._taps)
+            if tap not in taps:
+                return False
+            taps.remove(tap)
+            self._taps = tuple(taps)
+            self._slow_publish = self._closing or bool(taps) or any(
+                x is not None for x in (self.validator, self._audit, self.store)
+            )
+            return True
+
+    def _tap(self, event: Event) -> None:
+        """Show ``event`` to every tap; a failing tap is logged and skipped."""
+        for tap in self._taps:
+            try:
+                tap(event)
+            except Exception:
+                logger.exception(
+                    "tap %r failed for %s %s", tap, event.event_type, event.event_id
+                )
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Wait until no accepted event is unfinished; False if ``timeout`` passed first."""
@@ -944,6 +1023,8 @@ class EventBus:
             ev, subs = self._prepare(event_type, payload, source, correlation_id, None)
             if self.store is not None:
                 self._append_sync(ev, subs, "emit")
+            if self._taps:
+                self._tap(ev)
         if wait_for_handlers:
             self._count_published(ev)
             self.run_inline(ev, subs, collect=False)
@@ -1209,6 +1290,8 @@ class EventBus:
             event.tracestate,
         )
         self._count_published(report)
+        if self._taps:
+            self._tap(report)
         if not subs:
             return
         if self._closed:

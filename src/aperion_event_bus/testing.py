@@ -26,20 +26,30 @@ __all__ = ["EventRecorder"]
 
 
 class EventRecorder:
-    """Records every event matching ``pattern`` that the bus delivers."""
+    """Records every event matching ``pattern`` that is published on the bus.
+
+    It watches through a tap (``EventBus.add_tap``), not a subscription, so the
+    code under test sees the bus as it would without it: no extra entry in any
+    ``PublishResult``, ``get_subscriptions()`` or ``get_stats()``. Events are
+    recorded in publish order as they are published (also those no handler
+    matches, and the ``system.handler_error`` reports), before their handlers
+    run: wait for a handler's effect, not for the recorder, when that matters."""
 
     def __init__(self, bus: EventBus, pattern: str = "*") -> None:
         self.bus = bus
         self.pattern = pattern
+        self._matches = compile_pattern(pattern)
         self._events: list[Event] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._subscription = bus.on(pattern, self._record, priority=2**31, name="EventRecorder", weak=False)
+        bus.add_tap(self._record)
 
-    async def _record(self, event: Event) -> None:
-        with self._changed:
-            self._events.append(event)
-            self._changed.notify_all()
+    def _record(self, event: Event) -> None:
+        """The tap: runs in the publisher's thread, so it only appends and notifies."""
+        if self._matches(event.event_type):
+            with self._changed:
+                self._events.append(event)
+                self._changed.notify_all()
 
     @property
     def events(self) -> list[Event]:
@@ -57,8 +67,8 @@ class EventRecorder:
             self._events.clear()
 
     def close(self) -> None:
-        """Stop recording (unsubscribe)."""
-        self.bus.unsubscribe(self._subscription.subscription_id)
+        """Stop recording (remove the tap); the events recorded so far stay."""
+        self.bus.remove_tap(self._record)
 
     def __enter__(self) -> EventRecorder:
         return self

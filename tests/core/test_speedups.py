@@ -460,41 +460,6 @@ async def asyncio_to_thread(fn: Any, *args: Any) -> Any:
 
 
 # ------------------------------------------------------------- quick lane loop
-def _quick_paths() -> list[str]:
-    return ["c", "python"] if _accel.ACCELERATED else ["python"]
-
-
-@pytest.fixture(params=_quick_paths())
-def loop_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with the C loop over bare events available and without it."""
-    from aperion_event_bus import dispatch
-
-    if request.param == "python":
-        monkeypatch.setattr(dispatch, "_quick_bare", None)
-    return str(request.param)
-
-
-@pytest.fixture(params=_quick_paths())
-def quick_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test with the C loop over bare events (failing if it is not used)
-    and with the Python loop."""
-    from aperion_event_bus import dispatch
-
-    if request.param == "python":
-        monkeypatch.setattr(dispatch, "_quick_bare", None)
-    else:
-        calls = []
-        real = dispatch._quick_bare
-
-        def counted(*args: Any) -> Any:
-            calls.append(1)
-            return real(*args)
-
-        monkeypatch.setattr(dispatch, "_quick_bare", counted)
-        request.addfinalizer(lambda: calls or pytest.fail("the C loop was never used"))
-    return str(request.param)
-
-
 async def test_quick_loop_context_order_errors_and_suspensions(
     quick_path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
