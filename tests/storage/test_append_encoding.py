@@ -191,12 +191,12 @@ def test_a_non_finite_payload_float_is_encoded_by_dumps_and_flagged(payload: dic
     """The constant-key writer refuses non-finite floats anywhere in a payload (its
     text then never needs the NaN scan); the run's text is ``dumps``', flagged as
     possibly holding NaN/Infinity, and stored through the row path."""
-    from aperion_event_bus.storage._append import _encode_checked
+    from aperion_event_bus.storage._append import encode_checked
 
     events = [Event("data.stored", {"n": 1}), Event("data.stored", payload)]
-    text, finite = _encode_checked(events)
+    text, finite = encode_checked(events)
     assert text == _joined(events) and finite is False
-    text, finite = _encode_checked(events[:1])
+    text, finite = encode_checked(events[:1])
     assert text == _joined(events[:1]) and finite is True
 
 
@@ -212,10 +212,10 @@ _Color.LOOP.value.append(_Color.LOOP)
 
 def test_default_hook_results_go_through_the_hook_again() -> None:
     """An Enum's value is itself a non-JSON value: the hook runs on what it returned."""
-    from aperion_event_bus.storage._append import _encode_checked
+    from aperion_event_bus.storage._append import encode_checked
 
     events = [Event("data.stored", {"when": _Color.NOW, "id": _Color.ID, "e": "é"})]
-    text, finite = _encode_checked(events)
+    text, finite = encode_checked(events)
     assert text == _joined(events) and finite is True
     assert '"when":"2026-12-04T12:30:00+00:00"' in text
 
