@@ -5,7 +5,10 @@ silently dropped: datetime/date/time -> ISO 8601 string, timedelta -> seconds
 (float), UUID -> canonical string, Decimal -> string, Enum -> its value,
 bytes -> base64 string, set/frozenset -> list (sorted when sortable), dataclass
 and pydantic model -> object of their fields. Anything else raises
-SerializationError naming the type.
+SerializationError naming the type. Object keys: str, int, float, bool and None
+as JSON writes them, an Enum key as its value and a UUID key as its string (the
+stdlib encoder refuses those two; ``dumps`` then retries with them converted, so
+the common case pays nothing).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def json_default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, enum.Enum):
-        return value.value
+        return _plain_keys(value.value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, (set, frozenset)):
@@ -47,7 +50,7 @@ def json_default(value: Any) -> Any:
             pass
         return items
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return _plain_keys({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")
@@ -55,6 +58,25 @@ def json_default(value: Any) -> Any:
         f"cannot serialise a {type(value).__module__}.{type(value).__qualname__} to JSON; "
         "convert it to a JSON type before publishing",
     )
+
+
+def _plain_keys(obj: Any) -> Any:
+    """``obj`` with Enum and UUID object keys replaced by their JSON forms (deeply),
+    for the encoders that refuse them; ``freeze`` has checked that an Enum key's
+    value is a str, int, float, bool or None."""
+    if isinstance(obj, dict):
+        return {_plain_key(k): _plain_keys(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_keys(v) for v in obj]
+    return obj
+
+
+def _plain_key(key: Any) -> Any:
+    if isinstance(key, enum.Enum) and not isinstance(key, (str, int, float)):
+        return key.value
+    if isinstance(key, uuid.UUID):
+        return str(key)
+    return key
 
 
 try:  # pragma: no cover - exercised when the orjson extra is installed
@@ -72,7 +94,9 @@ try:  # pragma: no cover - exercised when the orjson extra is installed
             if isinstance(cause, SerializationError):
                 raise cause from None
             # orjson is stricter than json (e.g. ints beyond 64 bits): fall back.
-            return json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
+            return json.dumps(
+                _plain_keys(obj), default=json_default, separators=(",", ":"), ensure_ascii=False
+            )
 
     def loads(text: str | bytes) -> Any:
         """Parse JSON text."""
@@ -89,7 +113,14 @@ except ImportError:
 
     def _stdlib_dumps(obj: Any) -> str:
         """Compact JSON text for ``obj`` (documented fallbacks for non-JSON values)."""
-        return json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return json.dumps(obj, default=json_default, separators=(",", ":"), ensure_ascii=False)
+        except SerializationError:
+            raise
+        except TypeError:  # an Enum or UUID object key (or a real error: raised again)
+            return json.dumps(
+                _plain_keys(obj), default=json_default, separators=(",", ":"), ensure_ascii=False
+            )
 
     if c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
         dumps = _stdlib_dumps
@@ -105,7 +136,12 @@ except ImportError:
             encode = c_make_encoder(
                 {}, json_default, encode_basestring, None, ":", ",", False, False, True
             )
-            return "".join(encode(obj, 0))
+            try:
+                return "".join(encode(obj, 0))
+            except SerializationError:
+                raise
+            except TypeError:  # an Enum or UUID object key (or a real error: raised again)
+                return "".join(encode(_plain_keys(obj), 0))
 
     def _make_encoder() -> Callable[[Any, int], list[str]]:
         return c_make_encoder(  # type: ignore[no-any-return]

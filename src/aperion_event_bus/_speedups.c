@@ -2,9 +2,9 @@
  * aperion_event_bus._speedups: optional C accelerator (CPython 3.11+ C API).
  *
  * Every function here has a pure-Python twin that stays the reference
- * (_ids.py, _frozen.py, events.py, bus.py, dispatch.py); the Python modules
- * configure this module at import and fall back to their own code whenever a
- * case is not handled here. Behaviour must be identical: same id text, same
+ * (_ids.py, _frozen.py, events.py, bus.py, dispatch.py, storage/_replay.py);
+ * the Python modules configure this module at import and fall back to their own
+ * code whenever a case is not handled here. Behaviour must be identical: same id text, same
  * payload copy, same Event slots, same mailbox format.
  *
  * Thread safety: every function runs with the GIL held and calls no Python
@@ -14,6 +14,7 @@
 #include <Python.h>
 #include <structmember.h>
 #include <stdint.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -337,7 +338,11 @@ flat_scalars(PyObject *dict)
             return 0;
         }
         if (value == Py_None || PyUnicode_CheckExact(value) || PyLong_CheckExact(value) ||
-            PyFloat_CheckExact(value) || PyBool_Check(value)) {
+            PyBool_Check(value)) {
+            continue;
+        }
+        /* NaN and infinities: the Python twin refuses them with the path */
+        if (PyFloat_CheckExact(value) && isfinite(PyFloat_AS_DOUBLE(value))) {
             continue;
         }
         return 0;
@@ -597,6 +602,697 @@ sp_build_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return build_event(args[0], args[1], args[2], args[3], args[4]);
+}
+
+/* ------------------------------------------------------------ replay pages */
+
+/* decode_page (see storage/_replay.py, _py_decode_page): the stored bodies of a
+ * replay page, as SQLite's group_concat(body, ',') returns them, parsed straight
+ * into Events. What json.loads + decode_events make, without the intermediate
+ * envelope dicts: payload objects become FrozenDicts and arrays FrozenLists as
+ * they are parsed, payload keys seen earlier in the page are reused, and value
+ * events are left untracked by the GC (see untrack_value_event). Any text this
+ * reader does not handle itself (invalid JSON, an envelope of another shape, an
+ * escaped envelope key, deep nesting) goes to the Python twin as a whole page, so
+ * results and errors stay the twin's. */
+
+static PyTypeObject *frozen_list_type;    /* _frozen.FrozenList */
+static PyObject *decode_fallback;         /* storage._replay._py_decode_page */
+static int frozen_list_is_plain;          /* tp_alloc + PyList_Append builds one */
+
+#define KEY_CACHE 64                      /* payload key strings reused per page */
+#define MAX_DEPTH 64                      /* deeper payloads go to the twin */
+#define SHORT_NUMBER 64                   /* numbers copied to the stack for parsing */
+
+static Py_ssize_t field_length[N_FIELDS]; /* strlen of FIELD_NAMES, set by set_decode */
+
+typedef struct {
+    const char *p;                        /* next byte (UTF-8 of the page text) */
+    const char *end;
+    int depth;
+    PyObject *keys[KEY_CACHE];            /* owned; NULL: empty slot */
+    PyObject *last_type;                  /* previous event_type (owned, reused if equal) */
+} Reader;
+
+/* 1 when the object cannot refer to anything (atomic) or is a container this
+ * reader built and left untracked (it holds only such values) */
+static inline int
+is_value(PyObject *v)
+{
+    return !PyObject_IS_GC(v) || !PyObject_GC_IsTracked(v);
+}
+
+static inline void
+skip_ws(Reader *r)
+{
+    while (r->p < r->end && (*r->p == ' ' || *r->p == '\n' || *r->p == '\r' || *r->p == '\t')) {
+        r->p++;
+    }
+}
+
+/* 1 and past `word` when the text continues with it */
+static inline int
+take(Reader *r, const char *word, Py_ssize_t n)
+{
+    if (r->end - r->p < n || memcmp(r->p, word, n) != 0) {
+        return 0;
+    }
+    r->p += n;
+    return 1;
+}
+
+static inline int
+hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c |= 0x20;
+    return (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+}
+
+/* four hex digits at s (r->end checked by the caller), or -1 */
+static int
+hex4(const char *s)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = hex_value(s[i]);
+        if (d < 0) {
+            return -1;
+        }
+        v = (v << 4) | d;
+    }
+    return v;
+}
+
+/* one code point of valid UTF-8 (the page text came from a str) */
+static Py_UCS4
+utf8_char(const unsigned char **at)
+{
+    const unsigned char *s = *at;
+    Py_UCS4 c = s[0];
+    if (c < 0xE0) {
+        *at = s + 2;
+        return ((c & 0x1F) << 6) | (s[1] & 0x3F);
+    }
+    if (c < 0xF0) {
+        *at = s + 3;
+        return ((c & 0x0F) << 12) | ((s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+    }
+    *at = s + 4;
+    return ((c & 0x07) << 18) | ((s[1] & 0x3F) << 12) | ((s[2] & 0x3F) << 6) | (s[3] & 0x3F);
+}
+
+/* A string with escapes, from just after its opening quote: what json's
+ * scanstring does (a high surrogate escape followed by a low one is one
+ * character; a lone one is kept). NULL without an exception: not handled. */
+static PyObject *
+escaped_string(Reader *r)
+{
+    Py_ssize_t cap = 64, n = 0;
+    Py_UCS4 *buf = PyMem_Malloc(cap * sizeof(Py_UCS4));
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    const unsigned char *s = (const unsigned char *)r->p;
+    const unsigned char *end = (const unsigned char *)r->end;
+    PyObject *out = NULL;
+    for (;;) {
+        if (s >= end) {
+            goto done;
+        }
+        if (n + 2 > cap) {
+            cap *= 2;
+            Py_UCS4 *bigger = PyMem_Realloc(buf, cap * sizeof(Py_UCS4));
+            if (bigger == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            buf = bigger;
+        }
+        Py_UCS4 c = *s;
+        if (c == '"') {
+            s++;
+            break;
+        }
+        if (c < 0x20) {
+            goto done; /* json rejects control characters (strict) */
+        }
+        if (c >= 0x80) {
+            buf[n++] = utf8_char(&s);
+            continue;
+        }
+        if (c != '\\') {
+            buf[n++] = c;
+            s++;
+            continue;
+        }
+        if (end - s < 2) {
+            goto done;
+        }
+        switch (s[1]) {
+        case '"': c = '"'; break;
+        case '\\': c = '\\'; break;
+        case '/': c = '/'; break;
+        case 'b': c = '\b'; break;
+        case 'f': c = '\f'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'u': {
+            if (end - s < 6) {
+                goto done;
+            }
+            int u = hex4((const char *)s + 2);
+            if (u < 0) {
+                goto done;
+            }
+            s += 6;
+            c = (Py_UCS4)u;
+            if (Py_UNICODE_IS_HIGH_SURROGATE(c) && end - s >= 6 && s[0] == '\\' && s[1] == 'u') {
+                int low = hex4((const char *)s + 2);
+                if (low >= 0 && Py_UNICODE_IS_LOW_SURROGATE((Py_UCS4)low)) {
+                    c = Py_UNICODE_JOIN_SURROGATES(c, (Py_UCS4)low);
+                    s += 6;
+                }
+            }
+            buf[n++] = c;
+            continue;
+        }
+        default:
+            goto done;
+        }
+        buf[n++] = c;
+        s += 2;
+    }
+    out = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, buf, n);
+    r->p = (const char *)s;
+done:
+    PyMem_Free(buf);
+    return out;
+}
+
+/* The string at r->p (its opening quote). `raw`/`raw_len` get the bytes between
+ * the quotes when there was no escape (else raw is NULL). */
+static PyObject *
+read_string(Reader *r, const char **raw, Py_ssize_t *raw_len)
+{
+    const unsigned char *start = (const unsigned char *)r->p + 1;
+    const unsigned char *s = start, *end = (const unsigned char *)r->end;
+    unsigned char high = 0;
+    while (s < end && *s != '"' && *s != '\\' && *s >= 0x20) {
+        high |= *s++;
+    }
+    *raw = NULL;
+    if (s >= end || *s != '"') {
+        if (s < end && *s == '\\') {
+            r->p = (const char *)start;
+            return escaped_string(r);
+        }
+        return NULL; /* unterminated, or a control character */
+    }
+    Py_ssize_t n = s - start;
+    r->p = (const char *)s + 1;
+    *raw = (const char *)start;
+    *raw_len = n;
+    if (high & 0x80) {
+        return PyUnicode_DecodeUTF8((const char *)start, n, NULL);
+    }
+    PyObject *out = PyUnicode_New(n, 127);
+    if (out != NULL) {
+        memcpy(PyUnicode_1BYTE_DATA(out), start, n);
+    }
+    return out;
+}
+
+static PyObject *
+plain_string(Reader *r)
+{
+    const char *raw;
+    Py_ssize_t n;
+    return read_string(r, &raw, &n);
+}
+
+/* A payload key: an ASCII key seen earlier in the page is the same str object
+ * (json.loads shares equal keys within one call too); its hash is then known. */
+static PyObject *
+read_key(Reader *r)
+{
+    const char *raw;
+    Py_ssize_t n;
+    const unsigned char *s = (const unsigned char *)r->p + 1;
+    uint32_t h = 2166136261u;
+    for (Py_ssize_t i = 0; s + i < (const unsigned char *)r->end && s[i] != '"' && i < 64; i++) {
+        h = (h ^ s[i]) * 16777619u;
+    }
+    PyObject **slot = &r->keys[h % KEY_CACHE];
+    PyObject *cached = *slot;
+    if (cached != NULL) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(cached);
+        if (r->end - r->p >= len + 2 && r->p[len + 1] == '"' &&
+            memcmp(PyUnicode_1BYTE_DATA(cached), r->p + 1, len) == 0) {
+            r->p += len + 2;
+            return Py_NewRef(cached);
+        }
+    }
+    PyObject *key = read_string(r, &raw, &n);
+    if (key != NULL && raw != NULL && PyUnicode_IS_ASCII(key) && n <= 64) {
+        Py_XSETREF(*slot, Py_NewRef(key));
+    }
+    return key;
+}
+
+/* A JSON number, as json.loads makes it: int (PyLong_FromString for long ones)
+ * or float (float(text): correctly rounded, overflow -> inf). */
+static PyObject *
+read_number(Reader *r)
+{
+    const char *s = r->p, *end = r->end;
+    int is_float = 0;
+    if (s < end && *s == '-') {
+        s++;
+    }
+    if (s < end && *s == '0') {
+        s++;
+    } else if (s < end && *s >= '1' && *s <= '9') {
+        while (s < end && *s >= '0' && *s <= '9') {
+            s++;
+        }
+    } else {
+        return NULL;
+    }
+    if (s < end && *s == '.') {
+        if (++s >= end || *s < '0' || *s > '9') {
+            return NULL;
+        }
+        while (s < end && *s >= '0' && *s <= '9') {
+            s++;
+        }
+        is_float = 1;
+    }
+    if (s < end && (*s == 'e' || *s == 'E')) {
+        s++;
+        if (s < end && (*s == '+' || *s == '-')) {
+            s++;
+        }
+        if (s >= end || *s < '0' || *s > '9') {
+            return NULL;
+        }
+        while (s < end && *s >= '0' && *s <= '9') {
+            s++;
+        }
+        is_float = 1;
+    }
+    Py_ssize_t n = s - r->p;
+    const char *text = r->p;
+    r->p = s;
+    if (!is_float && n <= 18) {
+        long long v = 0;
+        int negative = *text == '-';
+        for (const char *d = text + negative; d < s; d++) {
+            v = v * 10 + (*d - '0');
+        }
+        return PyLong_FromLongLong(negative ? -v : v);
+    }
+    char small[SHORT_NUMBER];
+    char *copy = n < SHORT_NUMBER ? small : PyMem_Malloc(n + 1);
+    if (copy == NULL) {
+        return PyErr_NoMemory();
+    }
+    memcpy(copy, text, n);
+    copy[n] = '\0';
+    PyObject *out;
+    if (is_float) {
+        double d = PyOS_string_to_double(copy, NULL, NULL);
+        out = (d == -1.0 && PyErr_Occurred()) ? NULL : PyFloat_FromDouble(d);
+    } else {
+        out = PyLong_FromString(copy, NULL, 10);
+    }
+    if (copy != small) {
+        PyMem_Free(copy);
+    }
+    return out;
+}
+
+static PyObject *read_value(Reader *r);
+
+/* Past a container's opening bracket: 1 when it is empty (`close` taken) */
+static int
+opens_empty(Reader *r, char close)
+{
+    r->p++;
+    skip_ws(r);
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* After a container's item: 1 past a ',' (another item follows), 0 past the
+ * closing `close`, -1 for anything else */
+static int
+after_item(Reader *r, char close)
+{
+    skip_ws(r);
+    if (r->p < r->end && *r->p == ',') {
+        r->p++;
+        skip_ws(r);
+        return 1;
+    }
+    if (r->p < r->end && *r->p == close) {
+        r->p++;
+        return 0;
+    }
+    return -1;
+}
+
+/* Past the ':' after an object key; 0 when there is none */
+static int
+take_colon(Reader *r)
+{
+    skip_ws(r);
+    if (r->p >= r->end || *r->p != ':') {
+        return 0;
+    }
+    r->p++;
+    skip_ws(r);
+    return 1;
+}
+
+/* A container once its last item is read (`more` 0), left untracked when it
+ * holds only values; NULL after a syntax error (`more` -1) */
+static PyObject *
+finished(PyObject *container, int values, int more)
+{
+    if (more < 0) {
+        Py_DECREF(container);
+        return NULL;
+    }
+    if (values) {
+        PyObject_GC_UnTrack(container);
+    }
+    return container;
+}
+
+/* A payload object as a FrozenDict */
+static PyObject *
+read_object(Reader *r)
+{
+    PyObject *fd = PyDict_Type.tp_new(frozen_dict_type, empty_tuple, NULL);
+    if (fd == NULL) {
+        return NULL;
+    }
+    int values = 1, more = !opens_empty(r, '}');
+    while (more > 0) {
+        PyObject *key = r->p < r->end && *r->p == '"' ? read_key(r) : NULL;
+        PyObject *value = key != NULL && take_colon(r) ? read_value(r) : NULL;
+        if (value == NULL || PyDict_SetItem(fd, key, value) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(value);
+            Py_DECREF(fd);
+            return NULL;
+        }
+        values &= is_value(value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        more = after_item(r, '}');
+    }
+    return finished(fd, values, more);
+}
+
+/* A payload array as a FrozenList */
+static PyObject *
+read_array(Reader *r)
+{
+    PyObject *list = frozen_list_type->tp_alloc(frozen_list_type, 0);
+    if (list == NULL) {
+        return NULL;
+    }
+    int values = 1, more = !opens_empty(r, ']');
+    while (more > 0) {
+        PyObject *value = read_value(r);
+        if (value == NULL || PyList_Append(list, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(list);
+            return NULL;
+        }
+        values &= is_value(value);
+        Py_DECREF(value);
+        more = after_item(r, ']');
+    }
+    return finished(list, values, more);
+}
+
+/* Any JSON value at r->p (no leading whitespace) */
+static PyObject *
+read_value(Reader *r)
+{
+    if (r->p >= r->end) {
+        return NULL;
+    }
+    switch (*r->p) {
+    case '"':
+        return plain_string(r);
+    case '{':
+    case '[': {
+        if (r->depth >= MAX_DEPTH) {
+            return NULL;
+        }
+        r->depth++;
+        PyObject *v = *r->p == '{' ? read_object(r) : read_array(r);
+        r->depth--;
+        return v;
+    }
+    case 't':
+        return take(r, "true", 4) ? Py_NewRef(Py_True) : NULL;
+    case 'f':
+        return take(r, "false", 5) ? Py_NewRef(Py_False) : NULL;
+    case 'n':
+        return take(r, "null", 4) ? Py_NewRef(Py_None) : NULL;
+    case 'N':
+        return take(r, "NaN", 3) ? PyFloat_FromDouble(Py_NAN) : NULL;
+    case 'I':
+        return take(r, "Infinity", 8) ? PyFloat_FromDouble(Py_HUGE_VAL) : NULL;
+    case '-':
+        if (take(r, "-Infinity", 9)) {
+            return PyFloat_FromDouble(-Py_HUGE_VAL);
+        }
+        return read_number(r);
+    default:
+        return read_number(r);
+    }
+}
+
+enum { F_TYPE, F_PAYLOAD, F_TIMESTAMP, F_ID, F_SOURCE };
+
+/* The envelope field a key names (FIELD_NAMES order), -1 for any other key;
+ * `hint` (the field after the previous key) is tried first: the store writes
+ * the fields in order. */
+static int
+field_index(const char *raw, Py_ssize_t n, int hint)
+{
+    if (hint < N_FIELDS && field_length[hint] == n && memcmp(FIELD_NAMES[hint], raw, n) == 0) {
+        return hint;
+    }
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (field_length[i] == n && memcmp(FIELD_NAMES[i], raw, n) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* An envelope key at r->p (its opening quote), without making a str: 1 and its
+ * bytes when it has no escape or control character, else 0 (the twin decides:
+ * an escaped key could spell a field name) */
+static int
+envelope_key(Reader *r, const char **raw, Py_ssize_t *n)
+{
+    const char *start = r->p + 1, *s = start;
+    while (s < r->end && *s != '"' && *s != '\\' && (unsigned char)*s >= 0x20) {
+        s++;
+    }
+    if (s >= r->end || *s != '"') {
+        return 0;
+    }
+    *raw = start;
+    *n = s - start;
+    r->p = s + 1;
+    return 1;
+}
+
+/* An envelope field's value: str or null for the text fields (the event type and
+ * id must be strings), a number for the timestamp (float(int) for an int), an
+ * object for the payload; anything else goes to the twin (NULL). */
+static PyObject *
+read_field(Reader *r, int field)
+{
+    if (r->p >= r->end) {
+        return NULL;
+    }
+    char c = *r->p;
+    if (field == F_PAYLOAD) {
+        return c == '{' ? read_value(r) : NULL;
+    }
+    if (field == F_TIMESTAMP) {
+        PyObject *stamp = (c == '-' || (c >= '0' && c <= '9')) ? read_number(r) : NULL;
+        if (stamp != NULL && !PyFloat_CheckExact(stamp)) {
+            double d = PyLong_AsDouble(stamp);
+            Py_SETREF(stamp, (d == -1.0 && PyErr_Occurred()) ? NULL : PyFloat_FromDouble(d));
+        }
+        return stamp;
+    }
+    if (c == 'n' && field != F_TYPE && field != F_ID) {
+        return take(r, "null", 4) ? Py_NewRef(Py_None) : NULL;
+    }
+    if (c != '"') {
+        return NULL;
+    }
+    if (field == F_TYPE && r->last_type != NULL) { /* one type for a run of events */
+        Py_ssize_t len = PyUnicode_GET_LENGTH(r->last_type);
+        if (PyUnicode_IS_ASCII(r->last_type) && r->end - r->p >= len + 2 &&
+            r->p[len + 1] == '"' && memcmp(PyUnicode_1BYTE_DATA(r->last_type), r->p + 1, len) == 0) {
+            r->p += len + 2;
+            return Py_NewRef(r->last_type);
+        }
+    }
+    PyObject *text = plain_string(r);
+    if (text != NULL && field == F_TYPE) {
+        Py_XSETREF(r->last_type, Py_NewRef(text));
+    }
+    return text;
+}
+
+/* One stored envelope as an Event, or NULL (the twin decides) */
+static PyObject *
+read_event(Reader *r)
+{
+    PyObject *values[N_FIELDS] = {NULL};
+    PyObject *ev = NULL;
+    int hint = 0, more;
+    if (r->p >= r->end || *r->p != '{' || opens_empty(r, '}')) {
+        return NULL; /* not an object, or none of the required fields */
+    }
+    do {
+        const char *raw;
+        Py_ssize_t n;
+        if (r->p >= r->end || *r->p != '"' || !envelope_key(r, &raw, &n) || !take_colon(r)) {
+            goto done;
+        }
+        int field = field_index(raw, n, hint);
+        hint = field + 1;
+        PyObject *value = field < 0 ? read_value(r) : read_field(r, field);
+        if (value == NULL) {
+            goto done;
+        }
+        if (field < 0) {
+            Py_DECREF(value); /* decode_events reads only the envelope fields */
+        } else {
+            Py_XSETREF(values[field], value); /* a repeated key: the last one wins */
+        }
+        more = after_item(r, '}');
+    } while (more > 0);
+    if (more < 0 || values[F_TYPE] == NULL || values[F_PAYLOAD] == NULL ||
+        values[F_TIMESTAMP] == NULL || values[F_ID] == NULL) {
+        goto done;
+    }
+    ev = new_event(values, N_FIELDS);
+    if (ev != NULL && is_value(values[F_PAYLOAD])) {
+        PyObject_GC_UnTrack(ev); /* every other field is a str, None or a float */
+    }
+done:
+    for (int i = 0; i < N_FIELDS; i++) {
+        Py_XDECREF(values[i]);
+    }
+    return ev;
+}
+
+/* The Events of `text` ("body,body,..."), or NULL (not handled or an error) */
+static PyObject *
+read_page(PyObject *text)
+{
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    if (utf8 == NULL) {
+        return NULL;
+    }
+    Reader r = {.p = utf8, .end = utf8 + size};
+    PyObject *events = PyList_New(0);
+    if (events == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        skip_ws(&r);
+        PyObject *ev = read_event(&r);
+        if (ev == NULL || PyList_Append(events, ev) < 0) {
+            Py_XDECREF(ev);
+            Py_CLEAR(events);
+            break;
+        }
+        Py_DECREF(ev);
+        skip_ws(&r);
+        if (r.p < r.end && *r.p == ',') {
+            r.p++;
+            continue;
+        }
+        if (r.p != r.end) {
+            Py_CLEAR(events);
+        }
+        break;
+    }
+    for (int i = 0; i < KEY_CACHE; i++) {
+        Py_XDECREF(r.keys[i]);
+    }
+    Py_XDECREF(r.last_type);
+    return events;
+}
+
+static PyObject *
+sp_set_decode(PyObject *self, PyObject *args)
+{
+    PyObject *cls, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O:set_decode", &PyType_Type, &cls, &fallback)) {
+        return NULL;
+    }
+    PyTypeObject *t = (PyTypeObject *)cls;
+    if (!PyType_IsSubtype(t, &PyList_Type)) {
+        PyErr_SetString(PyExc_TypeError, "FrozenList must subclass list");
+        return NULL;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(frozen_list_type, t);
+    Py_INCREF(fallback);
+    Py_XSETREF(decode_fallback, fallback);
+    for (int i = 0; i < N_FIELDS; i++) {
+        field_length[i] = (Py_ssize_t)strlen(FIELD_NAMES[i]);
+    }
+    frozen_list_is_plain = t->tp_basicsize == PyList_Type.tp_basicsize &&
+                           t->tp_itemsize == 0 && t->tp_alloc == PyType_GenericAlloc;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sp_decode_page(PyObject *self, PyObject *text)
+{
+    if (decode_fallback == NULL || event_type == NULL || frozen_dict_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups: replay decoding is not configured");
+        return NULL;
+    }
+    if (PyUnicode_CheckExact(text) && frozen_is_plain_dict && frozen_list_is_plain) {
+        PyObject *events = read_page(text);
+        if (events != NULL) {
+            return events;
+        }
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            PyErr_Clear(); /* e.g. an int of too many digits: the twin raises its own error */
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_CallOneArg(decode_fallback, text);
 }
 
 /* ---------------------------------------------------- publish_nowait (bus) */
@@ -1265,17 +1961,7 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     if (ev == NULL) {
         goto done;
     }
-    int plain = is_none_attr(self, s_audit);
-    if (plain == 1) {
-        plain = is_none_attr(self, s_metrics);
-    }
-    if (plain < 0) {
-        goto done;
-    }
-    if (plain ? add_to_attr(self, s_published, 1) < 0
-              : call_method_1(self, s_count_published, ev) < 0) {
-        goto done;
-    }
+    /* matched before it is counted: a cache miss checks the type (registry.match) */
     PyObject *registry = fast_get(self, s_registry);
     if (registry == NULL) {
         goto done;
@@ -1307,6 +1993,17 @@ sp_publish_nowait(PyObject *self, PyObject *const *args, Py_ssize_t nargsf, PyOb
     }
     Py_DECREF(registry);
     if (found < 0) {
+        goto done;
+    }
+    int plain = is_none_attr(self, s_audit);
+    if (plain == 1) {
+        plain = is_none_attr(self, s_metrics);
+    }
+    if (plain < 0) {
+        goto done;
+    }
+    if (plain ? add_to_attr(self, s_published, 1) < 0
+              : call_method_1(self, s_count_published, ev) < 0) {
         goto done;
     }
     if (found) {
@@ -1911,6 +2608,11 @@ static PyMethodDef module_methods[] = {
     {"build_event", (PyCFunction)(void (*)(void))sp_build_event, METH_FASTCALL,
      "build_event(event_type, payload, source, correlation_id, causation_id, /)\n--\n\n"
      "The non-traced envelope: timestamp, id, frozen payload."},
+    {"set_decode", sp_set_decode, METH_VARARGS,
+     "set_decode(frozen_list, fallback)\n--\n\nConfigure replay page decoding."},
+    {"decode_page", sp_decode_page, METH_O,
+     "decode_page(text, /)\n--\n\n"
+     "The Events of a replay page's stored bodies (see storage._replay.decode_page)."},
     {"set_bus", sp_set_bus, METH_VARARGS,
      "set_bus(event_bus, py_publish_nowait, get_running_loop, current_event, correlation_id)\n--\n\n"
      "Configure the publish_nowait hot path; returns the method to install on EventBus."},

@@ -3,7 +3,7 @@
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ._frozen import FrozenDict
+from ._frozen import FrozenDict, FrozenList
 from .events import Event
 
 id_counter: Iterator[int]
@@ -44,3 +44,5 @@ def quick_bare(
     lane: Any, sub: Any, handler: Any, fin: Iterator[int], budget: int, /
 ) -> tuple[int, tuple[Any, ...] | None]: ...
 def encode_envelopes(events: Sequence[Event], encoder: Any, escape: Any, /) -> str: ...
+def set_decode(frozen_list: type[FrozenList], fallback: Any) -> None: ...
+def decode_page(text: str, /) -> list[Event]: ...

@@ -106,7 +106,7 @@ class EventBus:
         self.enable_audit = enable_audit
         self.max_log_size_bytes = max_log_size_bytes
         self.max_log_files = max_log_files
-        self.redactor = redactor
+        self.redactor = _checked_redactor(redactor)
         self._redactor = LazyRedactor(redactor)
         if validate_events and validator is None:
             validator = EventValidator(strict=True)
@@ -115,7 +115,7 @@ class EventBus:
         self.metrics = _collector(metrics)
         if self.metrics is not None:
             self._redactor.on_counts = self.metrics.record_redactions  # redactions by type
-        self.dead_letter_queue = dead_letter_queue
+        self.dead_letter_queue = dead_letter_queue = _checked_dlq(dead_letter_queue)
         self.tracer = _tracer(tracing, self._redactor)
         self.store = _open_store(store)
         if dead_letter_queue is True:  # a DLQ of its own: in the store when there is one
@@ -620,11 +620,12 @@ class EventBus:
         if _running_loop() is d.quick_loop and self._quick(event, payload):
             # Hot path: on the bus loop, unbounded: no admission lock, no ingress hop.
             ev = self._envelope(event, payload, source, correlation_id, causation_id)  # type: ignore[arg-type]
+            # matched before it is counted: a miss checks the type (whitespace only: raises)
+            subs = self._registry.cache.get(event) or self._registry.match(event)
             if self._audit is None and self.metrics is None:
                 self._published += 1  # all _count_published would do, without the call
             else:
                 self._count_published(ev)
-            subs = self._registry.cache.get(event) or self._registry.match(event)
             if subs:
                 d.dispatch_new(ev, subs, self._snapshot())
             return ev
@@ -1050,9 +1051,17 @@ class EventBus:
         return self._dispatcher.pending
 
     async def wait_for_pending(self, timeout: float = 30.0) -> int:
-        """Wait up to ``timeout`` for pending events (1.x); returns how many remain."""
+        """Wait up to ``timeout`` seconds for the pending events to finish (1.x).
+
+        Returns, as 1.x did, how many of the events pending when it was called
+        finished during the wait (0 when nothing was pending); ``get_pending_count()``
+        tells how many remain, ``await bus.drain(timeout)`` whether all finished."""
+        d = self._dispatcher
+        pending, finished = d.pending, d.finished
+        if pending == 0:
+            return 0
         await self.drain(timeout)
-        return self._dispatcher.pending
+        return max(0, min(pending, d.finished - finished))
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Drain for up to ``timeout`` seconds, then stop (sync 1.x API).
@@ -1348,6 +1357,32 @@ def _collector(metrics: Any) -> Any:
     raise ConfigurationError(
         f"metrics must be a MetricsCollector or a MetricsBackend, not {type(metrics).__qualname__}; "
         "e.g. EventBus(metrics=InMemoryMetrics())"
+    )
+
+
+def _checked_redactor(redactor: Any) -> Any:
+    """``redactor=``: None (the default ``Redactor``) or a redactor-like object."""
+    if redactor is None or (
+        callable(getattr(redactor, "redact", None)) and callable(getattr(redactor, "redact_string", None))
+    ):
+        return redactor
+    raise ConfigurationError(
+        f"redactor must be None (the default Redactor) or an object with redact(data) and "
+        f"redact_string(text) such as Redactor(...), not {redactor!r}; to turn redaction off "
+        "pass Redactor(enabled=False)"
+    )
+
+
+def _checked_dlq(dlq: Any) -> Any:
+    """``dead_letter_queue=``: None/False, True (a DLQ of the bus's own) or a DLQ-like object."""
+    if dlq is None or dlq is False:
+        return None
+    if dlq is True or all(callable(getattr(dlq, m, None)) for m in ("add", "size", "get_stats")):
+        return dlq
+    raise ConfigurationError(
+        f"dead_letter_queue must be None, True (a DLQ of the bus's own) or a DeadLetterQueue "
+        f"(an object with add, size and get_stats), not {dlq!r}; "
+        "e.g. EventBus(dead_letter_queue=DeadLetterQueue())"
     )
 
 

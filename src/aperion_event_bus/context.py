@@ -95,7 +95,7 @@ def _header(headers: Mapping[str, Any], name: str) -> Any:
 
 
 _TRACEPARENT_RE = re.compile(
-    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^ \t]*)?[ \t]*\Z"
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[\x21-\x7e]*)?[ \t]*\Z"
 )
 
 
@@ -103,7 +103,8 @@ def parse_traceparent(value: object) -> tuple[str, str, str] | None:
     """``(trace_id, parent_span_id, flags)`` of a valid W3C ``traceparent``, else None.
 
     Follows the W3C rules: lowercase hex, version ``ff`` invalid, version ``00``
-    has exactly four fields, all-zero trace and span ids invalid."""
+    has exactly four fields, all-zero trace and span ids invalid; a later version's
+    extra fields must be visible ASCII (CR/LF or control characters anywhere: None)."""
     if not isinstance(value, str) or len(value) > 512:
         return None
     match = _TRACEPARENT_RE.match(value)
@@ -125,13 +126,15 @@ def trace_id_from_traceparent(value: object) -> str | None:
 
 def extract_correlation_id_from_headers(headers: Mapping[str, Any]) -> str:
     """Correlation id from headers: X-Correlation-ID, else X-Request-ID, else the
-    traceparent trace id, else a fresh id. Names match case-insensitively; a value
-    that is not printable ASCII, is too long or holds CR/LF is replaced by a fresh id.
+    traceparent trace id, else a fresh id. Names match case-insensitively; spaces and
+    tabs around a value are ignored (HTTP's optional whitespace), and a value that is
+    not printable ASCII, is too long or holds CR/LF anywhere is replaced by a fresh id.
     """
     for name in (CORRELATION_ID_HEADER, REQUEST_ID_HEADER):
         value = _header(headers, name)
         if value is not None:
-            value = value.strip() if isinstance(value, str) else value
+            # only " \t": a trailing CR/LF (header injection) must make the value invalid
+            value = value.strip(" \t") if isinstance(value, str) else value
             return value if is_valid_correlation_id(value) else generate_correlation_id()
     trace_id = trace_id_from_traceparent(_header(headers, TRACEPARENT_HEADER))
     return trace_id if trace_id is not None else generate_correlation_id()

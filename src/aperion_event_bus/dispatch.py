@@ -387,6 +387,11 @@ class Dispatcher:
     def accepted(self) -> int:
         return count_of(self._acc)
 
+    @property
+    def finished(self) -> int:
+        """Accepted events whose handlers have all finished (since the loop started)."""
+        return count_of(self._fin)
+
     def reset_pending(self) -> int:
         """Forget unfinished events (their loop died); returns how many there were.
 

@@ -19,6 +19,7 @@ __all__ = [
     "HandlerError",
     "HandlerTimeoutError",
     "MissingExtraError",
+    "MissingFieldError",
     "PublishFailedError",
     "SerializationError",
     "ValidationError",
@@ -43,6 +44,17 @@ class ValidationError(EventBusError, ValueError):
         self.message = message
         self.event_type = event_type
         self.field = field
+
+
+class MissingFieldError(ValidationError, KeyError):
+    """A record lacks a required field (``Event.from_jsonl``/``from_dict``).
+
+    Also a ``KeyError``, which 1.x raised there, so both ``except KeyError`` and
+    ``except ValidationError`` catch it; ``str()`` is the plain message (not the
+    quoted key ``KeyError`` would show)."""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigurationError(EventBusError, ValueError):

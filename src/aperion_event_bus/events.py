@@ -7,16 +7,17 @@ events: correlation id, causation id (the parent event) and W3C trace context.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._accel import speedups
-from ._frozen import FrozenDict, freeze_payload
+from ._frozen import FrozenDict, freeze, freeze_payload
 from ._ids import new_event_id
 from ._json import dumps, loads
-from .errors import ValidationError
+from .errors import MissingFieldError, SerializationError, ValidationError
 
 __all__ = ["ENVELOPE_FIELDS", "Event"]
 
@@ -51,6 +52,22 @@ class _EventSlots:
     tracestate: str | None
 
 
+@dataclasses.dataclass(frozen=True, init=False, repr=False, eq=False)
+class _DataclassFields:
+    """Event's fields as ``dataclasses`` describes them (1.x Event was a frozen
+    dataclass): ``fields``, ``replace`` and ``asdict`` work on Event through them."""
+
+    event_type: str
+    payload: Mapping[str, Any]
+    timestamp: float | None = None
+    event_id: str | None = None
+    source: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = dataclasses.field(default=None, kw_only=True)
+    traceparent: str | None = dataclasses.field(default=None, kw_only=True)
+    tracestate: str | None = dataclasses.field(default=None, kw_only=True)
+
+
 class Event(_EventSlots):
     """Immutable event envelope.
 
@@ -61,6 +78,11 @@ class Event(_EventSlots):
     """
 
     __slots__ = ()
+    # dataclasses.fields/replace/asdict/astuple see Event as the frozen dataclass it
+    # was in 1.x; replace() builds a new Event (payload frozen again)
+    __dataclass_fields__ = _DataclassFields.__dataclass_fields__
+    __dataclass_params__ = _DataclassFields.__dataclass_params__  # type: ignore[attr-defined]
+    __match_args__ = ENVELOPE_FIELDS[:6]
 
     def __init__(
         self,
@@ -75,7 +97,7 @@ class Event(_EventSlots):
         traceparent: str | None = None,
         tracestate: str | None = None,
     ) -> None:
-        if not isinstance(event_type, str) or not event_type:
+        if not isinstance(event_type, str) or not event_type or event_type.isspace():
             raise ValidationError("event_type must be a non-empty string", event_type)
         if not isinstance(payload, Mapping):
             raise ValidationError("payload must be a dict", event_type)
@@ -179,23 +201,30 @@ class Event(_EventSlots):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        """Rebuild an event from ``to_dict()``/parsed JSON; the 1.x four keys are required."""
+        """Rebuild an event from ``to_dict()``/parsed JSON; the 1.x four keys are required
+        (a missing one raises ``MissingFieldError``: a ValidationError and, as in 1.x,
+        a KeyError)."""
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
-            raise ValidationError(
+            raise MissingFieldError(
                 f"event record is missing required field(s) {', '.join(missing)}; "
-                f"expected at least {', '.join(_REQUIRED)}"
+                f"expected at least {', '.join(_REQUIRED)}",
+                data.get("event_type"),
+                field=missing[0],
             )
         payload = data["payload"]
         if not isinstance(payload, Mapping):
             raise ValidationError("payload must be a dict", data.get("event_type"))
-        return cls(
-            data["event_type"],
-            payload,
-            data["timestamp"],
-            data["event_id"],
-            **{k: data.get(k) for k in _OPTIONAL},
-        )
+        optional = {k: data.get(k) for k in _OPTIONAL}
+        try:
+            return cls(data["event_type"], payload, data["timestamp"], data["event_id"], **optional)
+        except SerializationError:
+            # NaN/Infinity in a line written before publish refused them (1.x wrote
+            # them): read it as written; anything else unserialisable is raised again
+            frozen = freeze(payload, "payload", False)
+        event = cls(data["event_type"], {}, data["timestamp"], data["event_id"], **optional)
+        object.__setattr__(event, "payload", frozen)
+        return event
 
     @classmethod
     def from_jsonl(cls, line: str | bytes) -> Event:

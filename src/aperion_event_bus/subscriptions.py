@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._ids import new_id
+from .errors import ValidationError
 from .patterns import Matcher, compile_pattern, validate_pattern
 
 if TYPE_CHECKING:
@@ -242,10 +243,16 @@ class SubscriptionRegistry:
         return len(self._subs)
 
     def match(self, event_type: str) -> tuple[Subscription, ...]:
-        """Active subscriptions for ``event_type``, highest priority first (cached)."""
+        """Active subscriptions for ``event_type``, highest priority first (cached).
+
+        Every publish path matches its event type here (the C ``publish_nowait``
+        too), so a type is checked once, on its cache miss, not per event: a
+        whitespace-only type raises ValidationError, as in 1.x, and is never cached."""
         found = self.cache.get(event_type)
         if found is not None:
             return found
+        if event_type.isspace():
+            raise ValidationError("event_type must be a non-empty string", event_type)
         version = self._version
         cache = self.cache
         found = tuple(s for s in self._subs if s.matches(event_type))

@@ -39,8 +39,8 @@ def test_emit_fire_and_forget_then_wait_for_pending(sync_bus: EventBus) -> None:
     sync_bus.subscribe(lambda e: got.append(e.payload["i"]), "a.b")
     for i in range(500):
         sync_bus.emit("a.b", {"i": i})
-    remaining = asyncio.run(sync_bus.wait_for_pending(5))
-    assert remaining == 0 and sync_bus.get_pending_count() == 0
+    finished = asyncio.run(sync_bus.wait_for_pending(5))  # 1.x: how many finished meanwhile
+    assert 0 <= finished <= 500 and sync_bus.get_pending_count() == 0
     assert got == list(range(500))
 
 
@@ -85,7 +85,8 @@ def test_ten_thousand_events_from_four_threads_keep_per_thread_order() -> None:
         th.start()
     for th in threads:
         th.join()
-    assert asyncio.run(bus.wait_for_pending(20)) == 0
+    asyncio.run(bus.wait_for_pending(20))
+    assert bus.get_pending_count() == 0
     bus.shutdown(5)
     for seen in per_sub:
         assert sorted(seen) == [0, 1, 2, 3]
@@ -155,7 +156,8 @@ def test_sync_handler_timeout_inline_is_reported(sync_bus: EventBus) -> None:
     sync_bus.on("t.x", lambda e: time.sleep(0.1), timeout=0.02)
     sync_bus.on("system.handler_error", reports.append)
     sync_bus.emit("t.x", {}, wait_for_handlers=True)
-    assert asyncio.run(sync_bus.wait_for_pending(2)) == 0
+    asyncio.run(sync_bus.wait_for_pending(2))
+    assert sync_bus.get_pending_count() == 0
     deadline = time.time() + 2
     while not reports and time.time() < deadline:
         time.sleep(0.01)

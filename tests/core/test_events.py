@@ -8,6 +8,7 @@ import datetime as dt
 import decimal
 import enum
 import json
+import math
 import pickle
 import uuid
 
@@ -88,6 +89,8 @@ def test_non_json_values_serialise_in_documented_forms() -> None:
             "raw": b"\x00\x01",
             "color": Color.RED,
             "point": Point(1, 2),
+            "by_color": {Color.RED: 1, Level.HIGH: 2},
+            "by_id": {uid: "x"},
         },
     )
     data = json.loads(event.to_jsonl())["payload"]
@@ -99,8 +102,113 @@ def test_non_json_values_serialise_in_documented_forms() -> None:
     assert data["raw"] == "AAE="
     assert data["color"] == "red"
     assert data["point"] == {"x": 1, "y": 2}
-    # handlers see the real objects (dataclasses become read-only dicts)
+    # Enum keys are written as their value, UUID keys as their string
+    assert data["by_color"] == {"red": 1, "3": 2}
+    assert data["by_id"] == {str(uid): "x"}
+    # handlers see the real objects (dataclasses become read-only dicts, keys are kept)
     assert event.payload["when"] == when and event.payload["point"] == {"x": 1, "y": 2}
+    assert event.payload["by_color"][Color.RED] == 1 and event.payload["by_id"][uid] == "x"
+
+
+class Level(enum.Enum):
+    HIGH = 3
+
+
+class Opaque(enum.Enum):
+    A = object()
+    PAIR = (1, 2)
+
+
+def _strict_json(line: str) -> object:
+    def refuse(word: str) -> object:
+        raise ValueError(f"not JSON: {word}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        ({"x": float("nan")}, "payload['x']"),
+        ({"x": [1.0, float("inf")]}, "payload['x'][1]"),
+        ({"deep": {"y": -float("inf")}}, "payload['deep']['y']"),
+        ({"p": Point(1, float("nan"))}, "payload['p']['y']"),  # type: ignore[arg-type]
+        ({"e": Opaque.A}, "payload['e'].value"),
+        ({"e": [Opaque.PAIR, Opaque.A]}, "payload['e'][1].value"),
+        ({Opaque.PAIR: 1}, "payload[<Opaque.PAIR: (1, 2)>]"),
+        ({"in": {Opaque.A: 1}}, "payload['in']"),
+        ({(1, 2): 1}, "payload[(1, 2)]"),
+    ],
+)
+def test_values_json_cannot_carry_fail_at_publish_naming_the_path(
+    payload: dict, path: str
+) -> None:
+    """NaN, infinities, an Enum whose value JSON cannot write and a key JSON cannot
+    name are refused when the event is made, on every publish path, never later in
+    to_jsonl, the audit log or the store."""
+    with pytest.raises(SerializationError) as err:
+        Event("a.b", payload)
+    assert err.value.path.startswith(path) and path in str(err.value)
+    bus = EventBus()
+    try:
+        with pytest.raises(SerializationError):
+            bus.emit("a.b", payload)
+        with pytest.raises(SerializationError):
+            bus.emit("a.b", payload, wait_for_handlers=True)
+    finally:
+        bus.shutdown(1)
+
+
+async def test_values_json_cannot_carry_fail_in_async_publish() -> None:
+    async with EventBus() as bus:
+        bus.on("a.b", lambda e: None)
+        for payload in ({"x": float("nan")}, {"x": 1, "y": float("inf")}, {"e": Opaque.A}):
+            with pytest.raises(SerializationError, match="payload"):
+                bus.publish_nowait("a.b", payload)
+            with pytest.raises(SerializationError, match="payload"):
+                await bus.publish("a.b", payload)
+        assert bus.get_stats()["events_published"] == 0
+
+
+def test_old_lines_with_nan_are_read_as_written() -> None:
+    """1.x wrote NaN/Infinity into its audit lines; from_jsonl still reads them."""
+    line = '{"event_type":"a.b","payload":{"x":NaN,"y":[Infinity]},"timestamp":1,"event_id":"e"}'
+    event = Event.from_jsonl(line)
+    assert math.isnan(event.payload["x"]) and event.payload["y"] == [float("inf")]
+    with pytest.raises(TypeError):
+        event.payload["y"].append(1)
+    with pytest.raises(SerializationError, match=r"builtins\.object"):  # others still fail
+        Event.from_dict({"event_type": "a.b", "payload": {"o": object()}, "timestamp": 1, "event_id": "e"})
+
+
+hashable_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=6) | st.floats()
+key_values = st.sampled_from([*Color, *Level, *Opaque]) | st.uuids() | hashable_scalars
+payload_values = st.recursive(
+    hashable_scalars
+    | st.uuids()
+    | st.sampled_from([*Color, *Level, *Opaque])
+    | st.decimals(allow_nan=False)
+    | st.datetimes()
+    | st.binary(max_size=4),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(key_values, children, max_size=3)
+    | st.frozensets(hashable_scalars, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(payload=st.dictionaries(key_values, payload_values, max_size=4))
+def test_publish_refuses_or_to_jsonl_writes_strict_json(payload: dict) -> None:
+    """For any payload: either the event is refused at publish with SerializationError,
+    or its line is strict JSON (no NaN/Infinity) that reads back as an Event."""
+    try:
+        event = Event("a.b", payload)
+    except SerializationError as exc:
+        assert exc.path.startswith("payload")
+        return
+    line = event.to_jsonl()
+    assert isinstance(_strict_json(line), dict)
+    assert Event.from_jsonl(line).event_id == event.event_id
 
 
 def test_pydantic_model_value_is_serialised() -> None:

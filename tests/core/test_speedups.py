@@ -177,16 +177,27 @@ def test_freeze_payload_nested_lists_become_frozen() -> None:
     assert type(frozen["l"]) is FrozenList
 
 
-@needs_c
-def test_freeze_payload_errors_match_twin() -> None:
-    class Opaque:
-        pass
+class _Opaque:
+    pass
 
+
+@needs_c
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"x": _Opaque()},
+        {"f": float("nan")},  # a flat dict: the C scan hands non-finite floats to the twin
+        {"s": "x", "f": float("inf")},
+        {"f": -float("inf"), "i": 1},
+    ],
+)
+def test_freeze_payload_errors_match_twin(payload: dict[str, Any]) -> None:
     with pytest.raises(SerializationError) as c_err:
-        _frozen.freeze_payload({"x": Opaque()})
+        _frozen.freeze_payload(payload)
     with pytest.raises(SerializationError) as py_err:
-        _frozen._py_freeze_payload({"x": Opaque()})
+        _frozen._py_freeze_payload(payload)
     assert str(c_err.value) == str(py_err.value)
+    assert c_err.value.path == py_err.value.path
 
 
 # ---------------------------------------------------------------- events

@@ -154,6 +154,47 @@ def test_metrics_accepts_a_backend_and_rejects_junk() -> None:
         EventBus(metrics=object())
 
 
+@pytest.mark.parametrize("junk", ["yes", object(), 1, [], False])
+def test_redactor_rejects_junk_at_construction(junk: object, tmp_path: Path) -> None:
+    """A value that would only fail at the first audit line or error report is
+    refused when the bus is made, with what is accepted."""
+    from aperion_event_bus import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"redact\(data\) and redact_string\(text\)"):
+        EventBus(redactor=junk, event_log_path=str(tmp_path / "x.jsonl"))
+
+
+def test_redactor_accepts_none_and_redactor_likes() -> None:
+    from aperion_event_bus import Redactor
+
+    class Upper:
+        def redact(self, data: object) -> object:
+            return data
+
+        def redact_string(self, text: str) -> str:
+            return text.upper()
+
+    for ok in (None, Redactor(), Redactor(enabled=False), Upper()):
+        EventBus(redactor=ok).shutdown(1)
+
+
+@pytest.mark.parametrize("junk", ["yes", object(), 1, {}])
+def test_dead_letter_queue_rejects_junk_at_construction(junk: object) -> None:
+    from aperion_event_bus import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="dead_letter_queue must be None, True"):
+        EventBus(dead_letter_queue=junk)
+
+
+def test_dead_letter_queue_accepts_none_false_true_and_a_queue() -> None:
+    from aperion_event_bus import DeadLetterQueue
+
+    for value, enabled in ((None, False), (False, False), (True, True), (DeadLetterQueue(), True)):
+        bus = EventBus(dead_letter_queue=value)
+        assert bus.get_stats()["dlq_enabled"] is enabled
+        bus.shutdown(1)
+
+
 def test_handler_errors_are_logged_and_published_redacted(caplog: pytest.LogCaptureFixture) -> None:
     bus = EventBus()
     reports: list[Event] = []

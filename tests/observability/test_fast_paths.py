@@ -189,6 +189,106 @@ def test_produced_cache_keeps_the_previous_generation(provider, monkeypatch, mak
             assert span.parent is not None and span.parent.span_id == int(tp.split("-")[2], 16)
 
 
+def _parsed_parent(traceparent: str, tracestate: str | None = None) -> Any:
+    return trace.get_current_span(_incoming(traceparent, tracestate)).get_span_context()
+
+
+@pytest.mark.parametrize("flags", [0, 1, 2, 0xFF])
+@pytest.mark.parametrize(
+    ("trace_id", "span_id"),
+    [(1, 1), (2**128 - 1, 2**64 - 1), (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7)],
+)
+def test_w3c_strings_match_the_reference_and_the_propagator(trace_id, span_id, flags):
+    state = trace.TraceState([("k", "v"), ("a", "1")])
+    ctx = trace.SpanContext(trace_id, span_id, False, trace.TraceFlags(flags), state)
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(
+        carrier, context=trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+    )
+    tracer = EventTracer(trace.NoOpTracerProvider())
+    for fields in (tracer._fields(ctx), et._fields_of(ctx)):
+        tp, ts, trace_hex = et._w3c_strings(fields, trace.DEFAULT_TRACE_STATE)
+        assert tp == et._format_traceparent(ctx) == carrier["traceparent"]
+        assert ts == carrier["tracestate"]
+        assert trace_hex == f"{trace_id:032x}"
+    empty = trace.SpanContext(trace_id, span_id, False, trace.TraceFlags(flags))
+    assert et._w3c_strings(et._fields_of(empty), trace.DEFAULT_TRACE_STATE)[1] is None
+
+
+def test_remote_twin_is_the_parsed_context():
+    tracer = EventTracer(trace.NoOpTracerProvider())
+    assert tracer._tuple_sc is trace.SpanContext  # the API's tuple layout was recognised
+    state = trace.TraceState([("k", "v")])
+    ctx = trace.SpanContext(0xABC, 0xDEF, False, trace.TraceFlags(1), state)
+    remote = tracer._remote(tracer._fields(ctx))
+    assert type(remote) is trace.SpanContext
+    assert remote == _parsed_parent(et._format_traceparent(ctx), "k=v")
+    assert (remote.is_remote, remote.is_valid, remote.trace_state) == (True, True, state)
+
+
+def test_without_the_tuple_layout_the_properties_give_the_same_spans(
+    provider, exporter, make_event
+):
+    """A SpanContext type the tracer does not recognise takes the property path."""
+    fast, slow = EventTracer(provider), EventTracer(provider)
+    slow._tuple_sc = None
+    for tracer in (fast, slow):
+        tp, ts, trace_hex = tracer.publish_context("a.b", "evt_1", None)
+        assert tp is not None and trace_hex == tp.split("-")[1]
+        with tracer.consume_span(make_event("a.b", traceparent=tp, tracestate=ts), "h") as span:
+            assert span.parent == _parsed_parent(tp, ts)
+    pub_fast, proc_fast, pub_slow, proc_slow = exporter.get_finished_spans()
+    for pub, proc in ((pub_fast, proc_fast), (pub_slow, proc_slow)):
+        assert proc.parent.span_id == pub.context.span_id and proc.parent.is_remote
+        assert pub.attributes[et.ATTR_CONVERSATION_ID] == f"{pub.context.trace_id:032x}"
+
+
+def test_cached_parent_never_serves_an_event_with_other_strings(provider, make_event):
+    """The produced-span cache is keyed by the exact W3C strings: an event whose
+    traceparent or tracestate differs (built with explicit strings, replayed from
+    a store or received from a transport) gets the parent its strings give."""
+    tracer = EventTracer(provider)
+    tp, ts, _ = tracer.publish_context("a.b", "evt_1", "c")
+    assert tp is not None and tp in tracer._produced
+    version, trace_hex, span_hex, flags = tp.split("-")
+    cases = [
+        (f"{version}-{trace_hex}-{int(span_hex, 16) + 1:016x}-{flags}", ts),  # other span
+        (f"{version}-{trace_hex}-{span_hex}-00", ts),  # other flags
+        (tp, "vendor=x"),  # same traceparent, other tracestate
+        (OTHER, None),  # another trace
+    ]
+    for traceparent, tracestate in cases:
+        parent = tracer._context_from(traceparent, tracestate)
+        assert trace.get_current_span(parent).get_span_context() == _parsed_parent(
+            traceparent, tracestate
+        )
+        event = make_event("a.b", traceparent=traceparent, tracestate=tracestate)
+        with tracer.consume_span(event, "h") as span:
+            assert span.get_span_context().trace_id == int(traceparent.split("-")[1], 16)
+    # the very strings again, as new objects (a replayed or transported event)
+    replayed = make_event("a.b", traceparent="".join(tp), tracestate=ts)
+    with tracer.consume_span(replayed, "h") as span:
+        assert span.parent == _parsed_parent(tp, ts)
+    # an invalid traceparent never picks up a cached parent: a root span
+    with tracer.consume_span(make_event("a.b", traceparent=tp[:-1] + "x"), "h") as span:
+        assert span.parent is None
+
+
+def test_producer_parent_is_the_current_context(provider, exporter):
+    """The producer span is started with the current Context passed explicitly:
+    the same parent as letting the SDK read it."""
+    tracer = EventTracer(provider)
+    token = otel_context.attach(_incoming(tracestate="k=v"))
+    try:
+        tp, ts, trace_hex = tracer.publish_context("a.b", "evt_1", None)
+    finally:
+        otel_context.detach(token)
+    (pub,) = exporter.get_finished_spans()
+    assert pub.parent == _parsed_parent(INCOMING, "k=v")
+    assert trace_hex == INCOMING.split("-")[1] and ts == "k=v"
+    assert tp == et._format_traceparent(pub.context)
+
+
 # -- metrics ------------------------------------------------------------------
 
 

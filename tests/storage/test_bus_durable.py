@@ -261,6 +261,43 @@ async def test_replay_over_several_pages_in_order_with_failures_logged(
     await bus.close()
 
 
+async def test_sync_replay_context_per_event_and_retries(tmp_path: Path) -> None:
+    """Each replayed event runs in its own copy of the replay context (the current
+    event and correlation id are the event's; a variable set by one call is not
+    seen by the next); a subscription with retries still retries a failed event."""
+    import contextvars
+
+    from aperion_event_bus.context import current_event, get_correlation_id
+    from aperion_event_bus.subscriptions import Subscription
+
+    store = SQLiteStore(tmp_path / "ctx.db").open()
+    events = [Event("order.paid", {"n": i}, correlation_id=f"c{i}") for i in range(5)]
+    store.append_many_sync(events)
+    bus = EventBus(store=store)
+    leak: contextvars.ContextVar[int] = contextvars.ContextVar("leak", default=-1)
+    seen: list[tuple[str | None, str | None, int]] = []
+
+    def plain(event: Event) -> None:
+        current = current_event()
+        seen.append((current and current.event_id, get_correlation_id(), leak.get()))
+        leak.set(event.payload["n"])
+
+    assert await bus.replay(to=plain) == 5
+    assert seen == [(e.event_id, e.correlation_id, -1) for e in events]
+
+    calls: list[int] = []
+
+    def flaky(event: Event) -> None:
+        calls.append(event.payload["n"])
+        if calls.count(event.payload["n"]) == 1:
+            raise RuntimeError("first attempt fails")
+
+    sub = Subscription(flaky, ["*"], weak=False, retries=1, retry_backoff=0.0)
+    assert await bus.replay(to=sub) == 5
+    assert calls == [n for n in range(5) for _ in range(2)]
+    await bus.close()
+
+
 async def test_a_cancelled_sync_replay_starts_no_further_event(tmp_path: Path) -> None:
     import threading
 

@@ -155,7 +155,7 @@ def encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
 
 
 def _encode(events: Sequence[Event]) -> str:
-    """``_encode_checked``'s text."""
+    """``encode_checked``'s text."""
     return encode_checked(events)[0]
 
 

@@ -1,8 +1,8 @@
 """Reading events back: replay pages with filters, and pending deliveries.
 
 A page is fetched with ONE statement that returns the whole page as one JSON text
-(``group_concat`` of the stored bodies) and parsed with one ``loads``; reading row
-by row would cost a GIL hand-off per row (see ``_writer``). Pages are keyed by
+(``group_concat`` of the stored bodies) and decoded in one call (``decode_page``);
+reading row by row would cost a GIL hand-off per row (see ``_writer``). Pages are keyed by
 ``seq`` (publish order), so paging never skips or repeats an event.
 
 Type patterns follow ``aperion_event_bus.patterns``: SQLite narrows the rows with
@@ -15,12 +15,13 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._accel import speedups
 from .._frozen import FrozenDict, FrozenList
 from .._json import loads
 from ..events import Event, _make_event
 from ..patterns import compile_pattern, validate_pattern
 
-__all__ = ["EventQuery", "decode_event", "decode_events", "pending_page"]
+__all__ = ["EventQuery", "decode_event", "decode_events", "decode_page", "pending_page"]
 
 # SQLite may read a JSON number back in the last bit differently on some builds;
 # SQL filters on time use this margin and the exact bound is re-checked in Python.
@@ -81,6 +82,20 @@ def decode_events(envelopes: list[dict[str, Any]]) -> list[Event]:
             )
         )
     return events
+
+
+def _py_decode_page(text: str) -> list[Event]:
+    """The Events of a replay page: ``text`` is the stored bodies joined by commas
+    (``group_concat(body, ',')``), in the order SQLite returned them."""
+    return decode_events(loads(f"[{text}]"))
+
+
+if speedups is not None:
+    speedups.set_decode(FrozenList, _py_decode_page)
+# The C twin parses the bodies straight into Events (no envelope dicts, payload
+# containers frozen as they are read, value events untracked by the GC) and hands
+# any page it does not handle itself to the Python one, which stays the reference.
+decode_page = _py_decode_page if speedups is None else speedups.decode_page
 
 
 def _glob_literal(text: str) -> str:
@@ -165,16 +180,7 @@ class EventQuery:
         ).fetchone()
         if text is None:
             return [], None
-        envelopes = loads(f"[{text}]")
-        order = list(map(int, seqs.split(",")))
-        if len(order) != len(envelopes):
-            raise ValueError("replay page: bodies and seqs do not pair up")
-        ordered = sorted(order)
-        if order != ordered:  # see _ensure_order
-            by_seq = dict(zip(order, envelopes, strict=True))
-            order = ordered
-            envelopes = [by_seq[seq] for seq in order]
-        events = decode_events(envelopes)
+        events, (order,) = _decode_rows(text, seqs)
         if self._matchers is not None or self.since is not None or self.until is not None:
             events = [e for e in events if self._accepts(e)]
         return events, order[-1]
@@ -192,24 +198,32 @@ def pending_page(
     conn: sqlite3.Connection, name: str, after: int, limit: int
 ) -> tuple[list[tuple[Event, int]], int | None]:
     """Pending deliveries for ``name`` with ``seq > after`` in publish order: (event, attempts)."""
-    text = conn.execute(
-        "SELECT group_concat('[' || seq || ',' || attempts || ',' || body || ']', ',') FROM "
-        "(SELECT d.seq AS seq, d.attempts AS attempts, e.body AS body "
+    text, seqs, attempts = conn.execute(
+        "SELECT group_concat(body, ','), group_concat(seq, ','), group_concat(attempts, ',') "
+        "FROM (SELECT d.seq AS seq, d.attempts AS attempts, e.body AS body "
         "FROM deliveries AS d JOIN events AS e ON e.seq = d.seq "
         "WHERE d.name = ? AND d.seq > ? ORDER BY d.seq LIMIT ?)",
         (name, after, limit),
-    ).fetchone()[0]
+    ).fetchone()
     if text is None:
         return [], None
-    rows = loads(f"[{text}]")
-    _ensure_order(rows)
-    events = decode_events([data for _, _, data in rows])
-    return list(zip(events, [attempts for _, attempts, _ in rows], strict=True)), rows[-1][0]
+    events, (order, counts) = _decode_rows(text, seqs, attempts)
+    return list(zip(events, counts, strict=True)), order[-1]
 
 
-def _ensure_order(rows: list[Any]) -> None:
-    """group_concat keeps the subquery's order in practice; sort if a build ever does not."""
-    for i in range(1, len(rows)):
-        if rows[i][0] < rows[i - 1][0]:
-            rows.sort(key=lambda r: r[0])
-            return
+def _decode_rows(text: str, *columns: str) -> tuple[list[Event], list[list[int]]]:
+    """The Events of a page's bodies and its integer columns (``group_concat`` lists
+    of the same pass over the rows, the first one the seqs), in seq order.
+
+    group_concat keeps the subquery's order in practice; the rows are sorted by
+    seq if a build ever does not."""
+    events = decode_page(text)
+    values = [list(map(int, column.split(","))) for column in columns]
+    if any(len(column) != len(events) for column in values):
+        raise ValueError("replay page: bodies and columns do not pair up")
+    order = values[0]
+    if order != sorted(order):
+        by_seq = sorted(range(len(order)), key=order.__getitem__)
+        events = [events[i] for i in by_seq]
+        values = [[column[i] for i in by_seq] for column in values]
+    return events, values

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from .._json import loads
 from .._runtime import running_loop
 from ..errors import ConfigurationError
 from ..events import Event
@@ -38,7 +37,7 @@ from ._connections import ReaderPool, open_writer
 from ._dlq import SQLiteDLQBackend
 from ._errors import StoreClosedError, StoreCorruptError, StoreError
 from ._one_statement import OneStatementCommit
-from ._replay import EventQuery, decode_event, pending_page
+from ._replay import EventQuery, decode_page, pending_page
 from ._retention import CompactionJob, CompactionReport, compact_handler
 from ._schema import SCHEMA_VERSION
 from ._writer import BatchHandler, GroupCommitWriter, Op, SyncWaiter
@@ -591,7 +590,7 @@ class SQLiteStore:
         """The stored event with this id, or None."""
         with self._readers().connection() as conn:
             row = conn.execute("SELECT body FROM events WHERE event_id = ?", (event_id,)).fetchone()
-        return decode_event(loads(row[0])) if row is not None else None
+        return decode_page(row[0])[0] if row is not None else None
 
     def count_events(self) -> int:
         """Number of stored events."""
