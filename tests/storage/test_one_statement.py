@@ -170,3 +170,42 @@ async def test_other_shapes_take_the_general_path_with_the_same_result(tmp_path:
     await bus.close()
     with SQLiteStore(tmp_path / "e.db") as reopened:
         assert reopened.pending_count() == len(direct)  # "c" has no subscriber to ack them
+
+
+def test_split_keeps_order_and_cuts_after_half_the_weight() -> None:
+    from aperion_event_bus.storage._writer import GroupCommitWriter, Op
+
+    ops = [Op("append_batch", i, weight=w) for i, w in enumerate([32, 32, 32, 32, 22])]
+    batch = list(ops)
+    kept, rest = GroupCommitWriter._split(batch)
+    assert (kept, batch, rest) == (96, ops[:3], ops[3:])  # 75 is half of 150
+    batch = [ops[0]]
+    assert GroupCommitWriter._split(batch) == (32, []) and batch == [ops[0]]
+
+
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_two_groups_take_turns_with_normal_only(tmp_path: Path, synchronous: str) -> None:
+    """With NORMAL the writer keeps half the work in hand for the next transaction,
+    so later commits start before the previous one's publishers are woken; with FULL
+    (an fsync per transaction) it commits all the work in hand at once. Either way
+    every publisher's events are stored in its publish order."""
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db", synchronous=synchronous))
+
+    @bus.on("order.paid", name="billing", durable=True)
+    async def bill(e: Event) -> None:
+        pass
+
+    events = await _publish_concurrently(bus, 150, 20)
+    writer = _writer(bus)
+    if synchronous == "NORMAL":
+        assert writer.pipelined_commits > 0
+    else:
+        assert writer.pipelined_commits == 0
+    await bus.close()
+    with SQLiteStore(tmp_path / "e.db") as reopened:
+        order = {e.event_id: i for i, e in enumerate(reopened.iter_events())}
+        assert len(order) == len(events) and reopened.pending_count() == 0
+    by_publisher: dict[int, list[int]] = {}
+    for event in events:
+        by_publisher.setdefault(event.payload["w"], []).append(order[event.event_id])
+    assert all(seqs == sorted(seqs) for seqs in by_publisher.values())

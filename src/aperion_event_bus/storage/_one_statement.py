@@ -76,6 +76,11 @@ class OneStatementCommit:
         self._append_kind = append_kind
         self._ack_kind = ack_kind
 
+    def takes_all(self, batch: Sequence[Any]) -> bool:
+        """Are all ops of ``batch`` of the kind this statement commits?"""
+        append_kind = self._append_kind
+        return all(op.kind == append_kind for op in batch)
+
     def prepare(self, batch: Sequence[Any], deferred: Sequence[tuple[str, Any]]) -> Prepared | None:
         """The statement for ``batch`` (ops of ``append_kind``, whose ``args`` hold
         ``entries``) and ``deferred`` acks, or None when they need the general path."""

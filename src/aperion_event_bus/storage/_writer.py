@@ -160,11 +160,15 @@ class GroupCommitWriter:
         timer_interval: float | None = None,
         on_outcome: Callable[[bool], None] | None = None,
         one_statement: OneStatementCommit | None = None,
+        pipeline: bool = False,
     ) -> None:
         self._conn = conn
         # the common commit as one statement (see _one_statement), and the last such
         # commit's (ops, results, units) until its waiters are woken
         self._one_statement = one_statement
+        #: split the work in hand into two transactions that take turns (NORMAL only:
+        #: with FULL each transaction costs an fsync); see _split_pipeline
+        self.pipeline = pipeline
         self._unsettled: tuple[list[Op], list[Any], int] | None = None
         self._last_active = time.monotonic()
         # told after each transaction whether it committed (True) or was rolled back
@@ -192,6 +196,7 @@ class GroupCommitWriter:
         self.largest_batch = 0
         self.loop_callbacks = 0
         self.one_statement_commits = 0  # transactions committed by _commit_one
+        self.pipelined_commits = 0  # ... of which started before the previous one's waiters woke
 
     # -- caller side ---------------------------------------------------------
 
@@ -286,16 +291,22 @@ class GroupCommitWriter:
         max_batch = self._max_batch
         interval = self._timer_interval if self._timer is not None else None
         next_tick = time.monotonic() + interval if interval is not None else None
+        carry: list[Op] = []  # taken from the queue, left for the next transaction
         while True:
             op: Op | None
-            if self._unsettled is not None:
-                # A one-statement commit whose waiters are not woken yet: wake them
-                # now unless more work is queued (then after preparing it, see below).
+            batch, carry = carry, []
+            weight = sum(queued.weight for queued in batch)
+            if batch or self._unsettled is not None:
+                # Work in hand, or a one-statement commit whose waiters are not woken
+                # yet: wake them now unless more work is queued (then after preparing
+                # it, see below).
                 try:
                     op = get_nowait()
                 except queue.Empty:
-                    self._release_unsettled()
-                    continue
+                    if not batch:
+                        self._release_unsettled()
+                        continue
+                    op = None
             else:
                 dirty = wal.dirty  # WAL pages not yet checkpointed: wake up when idle
                 if next_tick is None and not dirty:
@@ -314,12 +325,10 @@ class GroupCommitWriter:
                 except queue.Empty:
                     op = None
             stop = op is _STOP
-            batch: list[Op] = []
-            weight = 0
             if op is not None and not stop:
                 if op is not _WAKE:
                     batch.append(op)
-                    weight = op.weight
+                    weight += op.weight
                 while weight < max_batch:
                     try:
                         op = get_nowait()
@@ -331,12 +340,16 @@ class GroupCommitWriter:
                     if op is not _WAKE:
                         batch.append(op)
                         weight += op.weight
+            if not stop and self._unsettled is None and self._split_pipeline(batch):
+                weight, carry = self._split(batch)
             deferred = self._take_deferred()
             if batch or deferred:
                 one = self._one_statement
                 prepared = one.prepare(batch, deferred) if one is not None and not stop else None
                 # The previous commit's waiters wake as this commit's SQL starts: the
                 # loop runs their tasks while SQLite works without the GIL.
+                if prepared is not None and self._unsettled is not None:
+                    self.pipelined_commits += 1
                 self._release_unsettled()
                 if prepared is not None:
                     assert one is not None
@@ -359,6 +372,27 @@ class GroupCommitWriter:
                     self._timer()
                 except Exception:
                     logger.exception("event store periodic task failed")
+
+    def _split_pipeline(self, batch: list[Op]) -> bool:
+        """Commit only the first half of ``batch`` now? When nothing waits to be woken
+        and the work is the bus's batches for one statement: the halves then take
+        turns, one committing while the loop wakes the other's publishers (see
+        ``pipeline``)."""
+        one = self._one_statement
+        return self.pipeline and one is not None and len(batch) > 1 and one.takes_all(batch)
+
+    @staticmethod
+    def _split(batch: list[Op]) -> tuple[int, list[Op]]:
+        """Cut ``batch`` in place after half its weight; returns (weight kept, rest)."""
+        half = (sum(op.weight for op in batch) + 1) // 2
+        kept = 0
+        for index, op in enumerate(batch):
+            kept += op.weight
+            if kept >= half:
+                rest = batch[index + 1 :]
+                del batch[index + 1 :]
+                return kept, rest
+        return kept, []
 
     def _after_commit(self, units: int) -> None:
         """Checkpoint after a commit's waiters were woken, never inside a commit."""
