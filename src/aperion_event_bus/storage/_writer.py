@@ -199,6 +199,7 @@ class GroupCommitWriter:
         self.loop_callbacks = 0
         self.one_statement_commits = 0  # transactions committed by _commit_one
         self.pipelined_commits = 0  # ... of which started before the previous one's waiters woke
+        self.splits = 0  # times the work in hand was cut in two halves (see _split_pipeline)
 
     # -- caller side ---------------------------------------------------------
 
@@ -344,6 +345,7 @@ class GroupCommitWriter:
                         weight += op.weight
             if not stop and self._unsettled is None and self._split_pipeline(batch):
                 weight, carry = self._split(batch)
+                self.splits += 1
             deferred = self._take_deferred()
             if batch or deferred:
                 one = self._one_statement
