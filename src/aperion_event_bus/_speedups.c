@@ -2396,6 +2396,194 @@ intern_names(void)
     return 0;
 }
 
+/* -------------------------------------------------------------- envelopes */
+
+/* What storage._append._py_envelopes writes: the JSON array of the events'
+ * to_jsonl objects, with the keys as constants, the payload through `encoder` (a
+ * json c_make_encoder instance refusing NaN), strings escaped like `escape`
+ * (json.encoder.encode_basestring) and the timestamp as float.__repr__. Raises
+ * (TypeError, ValueError, ...) for anything the twin raises for; the caller then
+ * encodes the run another way. The text is built as UTF-8 in one buffer. */
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+buf_put(Buf *b, const char *s, Py_ssize_t n)
+{
+    if (b->len + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        char *grown = PyMem_Realloc(b->data, (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+#define BUF_LIT(b, lit) buf_put((b), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+static int
+buf_str(Buf *b, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(s, &n); /* ASCII: the str's own bytes */
+    return utf8 == NULL ? -1 : buf_put(b, utf8, n);
+}
+
+/* `s` as a JSON string: quoted as is when it is ASCII without a quote, backslash or
+ * control character (what encode_basestring leaves alone), else escape(s) */
+static int
+env_string(Buf *b, PyObject *s, PyObject *escape)
+{
+    if (PyUnicode_CheckExact(s) && PyUnicode_IS_ASCII(s)) {
+        const char *p = (const char *)PyUnicode_1BYTE_DATA(s);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+        Py_ssize_t i = 0;
+        while (i < n && (unsigned char)p[i] >= 0x20 && p[i] != '"' && p[i] != '\\') {
+            i++;
+        }
+        if (i == n) {
+            return (BUF_LIT(b, "\"") < 0 || buf_put(b, p, n) < 0 || BUF_LIT(b, "\"") < 0) ? -1 : 0;
+        }
+    }
+    PyObject *text = PyObject_CallOneArg(escape, s);
+    if (text == NULL) {
+        return -1;
+    }
+    int rc = PyUnicode_Check(text) ? buf_str(b, text) : -1;
+    if (rc < 0 && !PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "escape() must return a str");
+    }
+    Py_DECREF(text);
+    return rc;
+}
+
+static const char *const ENV_KEYS[N_FIELDS] = {
+    "{\"event_type\":", ",\"payload\":", ",\"timestamp\":", ",\"event_id\":", ",\"source\":",
+    ",\"correlation_id\":", ",\"causation_id\":", ",\"traceparent\":", ",\"tracestate\":",
+};
+
+static int
+env_key(Buf *b, int i)
+{
+    return buf_put(b, ENV_KEYS[i], (Py_ssize_t)strlen(ENV_KEYS[i]));
+}
+
+static int
+env_event(Buf *b, PyObject *ev, PyObject *encoder, PyObject *escape, PyObject *zero)
+{
+#define FIELD(i) (*(PyObject **)((char *)ev + field_offset[i]))
+    for (int i = 0; i < N_FIELDS; i++) {
+        if (FIELD(i) == NULL) {
+            PyErr_Format(PyExc_AttributeError, "Event.%s is not set", FIELD_NAMES[i]);
+            return -1;
+        }
+    }
+    PyObject *ts = FIELD(2);
+    double t = PyFloat_CheckExact(ts) ? PyFloat_AS_DOUBLE(ts) : NAN;
+    if (!isfinite(t)) {
+        PyErr_SetString(PyExc_ValueError, "not a finite float timestamp");
+        return -1;
+    }
+    if (env_key(b, 0) < 0 || env_string(b, FIELD(0), escape) < 0 || env_key(b, 1) < 0) {
+        return -1;
+    }
+    PyObject *chunks = PyObject_CallFunctionObjArgs(encoder, FIELD(1), zero, NULL);
+    if (chunks == NULL) {
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(chunks, "the payload encoder must return a sequence");
+    Py_DECREF(chunks);
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t m = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (!PyUnicode_Check(items[i]) || buf_str(b, items[i]) < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "the payload encoder must return str chunks");
+            }
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    char *repr = PyOS_double_to_string(t, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (repr == NULL) {
+        return -1;
+    }
+    int rc = env_key(b, 2) < 0 || buf_put(b, repr, (Py_ssize_t)strlen(repr)) < 0 ? -1 : 0;
+    PyMem_Free(repr);
+    if (rc < 0 || env_key(b, 3) < 0 || env_string(b, FIELD(3), escape) < 0) {
+        return -1;
+    }
+    for (int i = 4; i < N_FIELDS; i++) {
+        PyObject *v = FIELD(i);
+        if (env_key(b, i) < 0 ||
+            (v == Py_None ? BUF_LIT(b, "null") : env_string(b, v, escape)) < 0) {
+            return -1;
+        }
+    }
+    return BUF_LIT(b, "}");
+#undef FIELD
+}
+
+static PyObject *
+sp_encode_envelopes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "encode_envelopes(events, encoder, escape)");
+        return NULL;
+    }
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "set_event() was not called");
+        return NULL;
+    }
+    PyObject *events = PySequence_Fast(args[0], "events must be a sequence");
+    if (events == NULL) {
+        return NULL;
+    }
+    PyObject *zero = PyLong_FromLong(0);
+    PyObject *result = NULL;
+    Buf b = {NULL, 0, 0};
+    if (zero == NULL || BUF_LIT(&b, "[") < 0) {
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(events);
+    PyObject **items = PySequence_Fast_ITEMS(events);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ev = items[i];
+        if (!PyObject_TypeCheck(ev, event_type)) {
+            PyErr_Format(PyExc_TypeError, "not an Event: %.100s", Py_TYPE(ev)->tp_name);
+            goto done;
+        }
+        if ((i > 0 && BUF_LIT(&b, ",") < 0) || env_event(&b, ev, args[1], args[2], zero) < 0) {
+            goto done;
+        }
+    }
+    if (BUF_LIT(&b, "]") < 0) {
+        goto done;
+    }
+    result = PyUnicode_DecodeUTF8(b.data, b.len, "surrogatepass");
+done:
+    PyMem_Free(b.data);
+    Py_XDECREF(zero);
+    Py_DECREF(events);
+    return result;
+}
+
 /* ----------------------------------------------------------------- module */
 
 static PyMethodDef module_methods[] = {
@@ -2435,6 +2623,9 @@ static PyMethodDef module_methods[] = {
      "fast_attributes(cls, names)\n--\n\n"
      "Read and write these attributes of exact cls instances without the generic lookup;\n"
      "returns the names taken."},
+    {"encode_envelopes", (PyCFunction)(void (*)(void))sp_encode_envelopes, METH_FASTCALL,
+     "encode_envelopes(events, encoder, escape, /)\n--\n\n"
+     "The JSON array of the events' to_jsonl objects (see storage._append)."},
     {"quick_bare", (PyCFunction)(void (*)(void))sp_quick_bare, METH_FASTCALL,
      "quick_bare(lane, sub, handler, fin, budget, /)\n--\n\n"
      "Run a lane's queued bare events (see dispatch.Dispatcher._run_quick)."},

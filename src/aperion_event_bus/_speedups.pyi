@@ -1,6 +1,6 @@
 """Type stub of the optional C accelerator (see _speedups.c and _accel.py)."""
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ._frozen import FrozenDict, FrozenList
@@ -43,5 +43,6 @@ def set_dispatch(
 def quick_bare(
     lane: Any, sub: Any, handler: Any, fin: Iterator[int], budget: int, /
 ) -> tuple[int, tuple[Any, ...] | None]: ...
+def encode_envelopes(events: Sequence[Event], encoder: Any, escape: Any, /) -> str: ...
 def set_decode(frozen_list: type[FrozenList], fallback: Any) -> None: ...
 def decode_page(text: str, /) -> list[Event]: ...

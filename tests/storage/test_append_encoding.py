@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from aperion_event_bus._accel import speedups
 from aperion_event_bus.events import Event
 from aperion_event_bus.storage.sqlite import SQLiteStore
 
@@ -198,12 +201,12 @@ def test_a_non_finite_payload_float_is_encoded_by_dumps_and_flagged(payload: dic
     """The constant-key writer refuses non-finite floats anywhere in a payload (its
     text then never needs the NaN scan); the run's text is ``dumps``', flagged as
     possibly holding NaN/Infinity, and stored through the row path."""
-    from aperion_event_bus.storage._append import _encode_checked
+    from aperion_event_bus.storage._append import encode_checked
 
     events = [Event("data.stored", {"n": 1}), as_read("data.stored", payload)]
-    text, finite = _encode_checked(events)
+    text, finite = encode_checked(events)
     assert text == _joined(events) and finite is False
-    text, finite = _encode_checked(events[:1])
+    text, finite = encode_checked(events[:1])
     assert text == _joined(events[:1]) and finite is True
 
 
@@ -219,10 +222,10 @@ _Color.LOOP.value.append(_Color.LOOP)
 
 def test_default_hook_results_go_through_the_hook_again() -> None:
     """An Enum's value is itself a non-JSON value: the hook runs on what it returned."""
-    from aperion_event_bus.storage._append import _encode_checked
+    from aperion_event_bus.storage._append import encode_checked
 
     events = [Event("data.stored", {"when": _Color.NOW, "id": _Color.ID, "e": "é"})]
-    text, finite = _encode_checked(events)
+    text, finite = encode_checked(events)
     assert text == _joined(events) and finite is True
     assert '"when":"2026-12-04T12:30:00+00:00"' in text
 
@@ -350,3 +353,65 @@ async def test_paged_reads_refuse_a_bad_batch_size_even_when_nothing_matches(
             async for _ in store.aiter_pages(types=[], batch_size=batch_size):
                 pass
     assert list(store.iter_events(types=[])) == []
+
+
+_text = st.text(st.characters(codec="utf-8"), max_size=12)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_events = st.builds(
+    lambda event_type, payload, timestamp, source, correlation, causation, tp, ts: Event(
+        event_type,
+        payload,
+        timestamp=timestamp,
+        source=source,
+        correlation_id=correlation,
+        causation_id=causation,
+        traceparent=tp,
+        tracestate=ts,
+    ),
+    st.sampled_from(["order.paid", 'odd."type"', "t\\x", "caf\u00e9.made", "tab\t.x"]),
+    st.dictionaries(_text, _json_values, max_size=4),
+    st.floats(min_value=0, max_value=1e12, allow_nan=False) | st.sampled_from([0.1, 1e22, 5e-324]),
+    st.none() | _text,
+    st.none() | _text,
+    st.none() | _text,
+    st.none() | _text,
+    st.none() | _text,
+)
+
+
+@pytest.mark.skipif(speedups is None, reason="the C accelerator is not in use")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_events, min_size=1, max_size=5))
+def test_c_envelopes_write_the_same_text_as_the_python_twin(events: list[Event]) -> None:
+    from aperion_event_bus.storage._append import _c_envelopes, _py_envelopes
+
+    assert _c_envelopes(events) == _py_envelopes(events)
+    assert _c_envelopes(events) == "[" + ",".join(e.to_jsonl() for e in events) + "]"
+
+
+@pytest.mark.skipif(speedups is None, reason="the C accelerator is not in use")
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timestamp": 1},  # an int timestamp: not written by the envelope encoders
+        {"source": 5},
+        {"event_type": None},
+        {"payload": {"x": float("nan")}},
+        {"payload": {"x": object()}},
+    ],
+)
+def test_c_envelopes_refuse_what_the_python_twin_refuses(change: dict[str, object]) -> None:
+    from aperion_event_bus.storage._append import _c_envelopes, _py_envelopes
+
+    event = Event("order.paid", {"i": 1})
+    for name, value in change.items():
+        object.__setattr__(event, name, value)  # past Event's checks, as a subclass might
+    with pytest.raises(Exception) as c_error:
+        _c_envelopes([event])
+    with pytest.raises(Exception) as py_error:
+        _py_envelopes([event])
+    assert type(c_error.value) is type(py_error.value)

@@ -130,6 +130,24 @@ async def test_an_unstorable_payload_fails_only_its_own_publish(tmp_path: Path) 
     await bus.close()
 
 
+async def publish_with_one_marked_failure(bus: EventBus) -> list[tuple[str, BaseException | None]]:
+    """30 publishers x 20 awaited publishes; one event carries ``"fail": True`` (the
+    tests make the transaction holding it fail). Returns (event id, StoreError or None)."""
+
+    async def publisher(w: int) -> list[tuple[str, BaseException | None]]:
+        out: list[tuple[str, BaseException | None]] = []
+        for i in range(20):
+            event = Event("order.paid", {"w": w, "i": i, "fail": w == 3 and i == 10})
+            try:
+                await bus.publish(event)
+                out.append((event.event_id, None))
+            except StoreError as exc:
+                out.append((event.event_id, exc))
+        return out
+
+    return [o for per in await asyncio.gather(*(publisher(w) for w in range(30))) for o in per]
+
+
 async def test_a_failed_commit_fails_exactly_the_publishers_of_its_batches(tmp_path: Path) -> None:
     """Pipelined batches: the transaction carrying the marked event fails; the
     publishers of the batches in it get the StoreError, every other publish returns."""
@@ -148,19 +166,9 @@ async def test_a_failed_commit_fails_exactly_the_publishers_of_its_batches(tmp_p
         return real(conn, runs)
 
     handlers["append_batch"] = flaky
+    store._writer._one_statement = None  # this test covers the general path (see below)
 
-    async def publisher(w: int) -> list[tuple[str, BaseException | None]]:
-        out: list[tuple[str, BaseException | None]] = []
-        for i in range(20):
-            event = Event("order.paid", {"w": w, "i": i, "fail": w == 3 and i == 10})
-            try:
-                await bus.publish(event)
-                out.append((event.event_id, None))
-            except StoreError as exc:
-                out.append((event.event_id, exc))
-        return out
-
-    outcomes = [o for per in await asyncio.gather(*(publisher(w) for w in range(30))) for o in per]
+    outcomes = await publish_with_one_marked_failure(bus)
     handlers["append_batch"] = real
     errored = {eid for eid, exc in outcomes if exc is not None}
     assert errored and errored == failed_ids

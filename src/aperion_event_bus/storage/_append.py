@@ -26,26 +26,33 @@ from collections.abc import Sequence
 from json.encoder import encode_basestring
 from typing import Any
 
+from .._accel import speedups
 from .._json import dumps, json_default, make_encoder
 from ..events import Event
 
-__all__ = ["append"]
+__all__ = ["append", "encode_checked", "insert_bodies_sql"]
 
 # Each reference to json_each's ``value`` renders the object's text again (and the
 # json_extract calls then parse it): six renders per event. Materialized once, the
 # text is rendered once per event (a third less SQLite work per append). Both yield
 # the array order, so seq follows the batch order.
-_INSERT_BODIES = (
-    "INSERT OR IGNORE INTO events(event_id, event_type, timestamp, correlation_id, size, body) "
-    "SELECT json_extract(v, '$.event_id'), json_extract(v, '$.event_type'), "
-    "json_extract(v, '$.timestamp'), json_extract(v, '$.correlation_id'), "
-    "length(CAST(v AS BLOB)), v "
-    + (
-        "FROM (WITH b(v) AS MATERIALIZED (SELECT value FROM json_each(?)) SELECT v FROM b)"
+def insert_bodies_sql(bodies: str) -> str:
+    """The events insert from ``bodies`` (an SQL expression: ``?`` or a trigger's
+    ``NEW.bodies``), a JSON array of ``to_jsonl`` objects."""
+    source = (
+        f"FROM (WITH b(v) AS MATERIALIZED (SELECT value FROM json_each({bodies})) SELECT v FROM b)"
         if sqlite3.sqlite_version_info >= (3, 35, 0)  # MATERIALIZED
-        else "FROM (SELECT value AS v FROM json_each(?))"
+        else f"FROM (SELECT value AS v FROM json_each({bodies}))"
     )
-)
+    return (
+        "INSERT OR IGNORE INTO events(event_id, event_type, timestamp, correlation_id, size, body) "
+        "SELECT json_extract(v, '$.event_id'), json_extract(v, '$.event_type'), "
+        "json_extract(v, '$.timestamp'), json_extract(v, '$.correlation_id'), "
+        "length(CAST(v AS BLOB)), v " + source
+    )
+
+
+_INSERT_BODIES = insert_bodies_sql("?")
 _INSERT_ROWS = (
     "INSERT OR IGNORE INTO events(event_id, event_type, timestamp, correlation_id, size, body) "
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
@@ -81,7 +88,7 @@ _payload_encoder: Any = (
 )
 
 
-def _envelopes(events: Sequence[Event]) -> str:
+def _py_envelopes(events: Sequence[Event]) -> str:
     """The array text ``dumps([e._json_fields() for e in events])`` makes, written with
     the keys as constants: only the payload goes through the JSON encoder, and the
     other fields are escaped strings, ``null`` or the float's repr (what the encoder
@@ -117,7 +124,16 @@ def _envelopes(events: Sequence[Event]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
-def _encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
+def _c_envelopes(events: Sequence[Event]) -> str:
+    """``_py_envelopes`` in C (the optional accelerator): the same text, the same errors."""
+    assert speedups is not None
+    return speedups.encode_envelopes(events, _payload_encoder, encode_basestring)  # type: ignore[no-any-return]
+
+
+_envelopes = _py_envelopes if speedups is None else _c_envelopes
+
+
+def encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
     """A JSON array of the events' ``to_jsonl`` objects (``_envelopes``, or one
     ``dumps`` call), and whether it is known to hold no NaN or infinity (true for
     ``_envelopes``' text).
@@ -139,8 +155,8 @@ def _encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
 
 
 def _encode(events: Sequence[Event]) -> str:
-    """``_encode_checked``'s text."""
-    return _encode_checked(events)[0]
+    """``encode_checked``'s text."""
+    return encode_checked(events)[0]
 
 
 def _encode_run(runs: list[Any], results: list[Any]) -> tuple[str, bool]:
@@ -148,7 +164,7 @@ def _encode_run(runs: list[Any], results: list[Any]) -> tuple[str, bool]:
     infinity); an op that cannot be encoded gets its exception in ``results`` and is
     left out (the rest of the run is stored)."""
     try:
-        return _encode_checked([event for events, _ in runs for event in events])
+        return encode_checked([event for events, _ in runs for event in events])
     except Exception:
         pass  # find the culprits: encode op by op
     parts: list[str] = []

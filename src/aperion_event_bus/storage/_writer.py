@@ -22,6 +22,12 @@ statement each, while folded they cost one statement per batch. A deferred op is
 committed with the next transaction, whatever started it (a later append, a
 ``flush``, ``close``, or the wake-up ``defer`` queues when the side list was empty).
 
+The commonest transaction (the bus's commit batches plus one range of acks) runs
+as ONE statement in autocommit mode (``_one_statement``), the whole transaction
+inside one GIL-free ``sqlite3_step``. Its waiters are woken later than the general
+path's: just before the next transaction's statement starts when more work is
+queued (so the loop runs their tasks while SQLite works), else right away.
+
 If the transaction fails (disk full, read-only file, I/O error) it is rolled back
 and every op of the batch fails with the same ``StoreError``: nothing in it was
 committed, and no waiter is told otherwise (failed deferred ops are logged).
@@ -42,6 +48,7 @@ from typing import Any, Final, Protocol
 from .._wiring import library_logger
 from ._connections import translate_error
 from ._errors import StoreClosedError, StoreError
+from ._one_statement import OneStatementCommit, Prepared
 from ._wal import IDLE_SECONDS, WalCheckpointer
 
 __all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "LoopWaiter", "Op", "SyncWaiter"]
@@ -115,8 +122,10 @@ _WAKE: Final = Op("__wake__", None, weight=0)
 #: Op weight (events) settled per loop callback. Completing a future schedules its
 #: task(s), and the loop runs every task made ready in one iteration before it
 #: looks at timers again; settling a batch of 1,000 in one go would stall the loop
-#: for all 1,000 task steps. In chunks, each iteration runs about this many.
-SETTLE_CHUNK: Final = 128
+#: for all 1,000 task steps. In chunks, each iteration runs about this many: one
+#: loop-side batch (``_batch.BATCH_LIMIT``); with 128 the ticker's p99 delay in
+#: ``benchmarks/durable.py`` was 1.6-2.0 ms, with 32 0.9-1.3 ms, at the same rate.
+SETTLE_CHUNK: Final = 32
 
 
 def _settle_futures(items: list[tuple[LoopWaiter, Any, int]], start: int = 0) -> None:
@@ -152,8 +161,18 @@ class GroupCommitWriter:
         timer: Callable[[], None] | None = None,
         timer_interval: float | None = None,
         on_outcome: Callable[[bool], None] | None = None,
+        one_statement: OneStatementCommit | None = None,
+        pipeline: bool = False,
     ) -> None:
         self._conn = conn
+        # the common commit as one statement (see _one_statement), and the last such
+        # commit's (ops, results, units) until its waiters are woken
+        self._one_statement = one_statement
+        #: split the work in hand into two transactions that take turns (NORMAL only:
+        #: with FULL each transaction costs an fsync); see _split_pipeline
+        self.pipeline = pipeline
+        self._unsettled: tuple[list[Op], list[Any], int] | None = None
+        self._last_active = time.monotonic()
         # told after each transaction whether it committed (True) or was rolled back
         self._on_outcome = on_outcome
         self._path = path
@@ -178,6 +197,9 @@ class GroupCommitWriter:
         self.units: dict[str, int] = {}  # committed op weight per kind
         self.largest_batch = 0
         self.loop_callbacks = 0
+        self.one_statement_commits = 0  # transactions committed by _commit_one
+        self.pipelined_commits = 0  # ... of which started before the previous one's waiters woke
+        self.splits = 0  # times the work in hand was cut in two halves (see _split_pipeline)
 
     # -- caller side ---------------------------------------------------------
 
@@ -268,32 +290,48 @@ class GroupCommitWriter:
     def _loop(self) -> None:
         get = self._queue.get
         get_nowait = self._queue.get_nowait
-        empty = self._queue.empty
         wal = self._wal
         max_batch = self._max_batch
         interval = self._timer_interval if self._timer is not None else None
         next_tick = time.monotonic() + interval if interval is not None else None
-        dirty = wal.dirty  # WAL pages not yet checkpointed: wake up when idle
-        last_active = time.monotonic()
+        carry: list[Op] = []  # taken from the queue, left for the next transaction
         while True:
-            if next_tick is None and not dirty:
-                timeout: float | None = None
+            op: Op | None
+            batch, carry = carry, []
+            weight = sum(queued.weight for queued in batch)
+            if batch or self._unsettled is not None:
+                # Work in hand, or a one-statement commit whose waiters are not woken
+                # yet: wake them now unless more work is queued (then after preparing
+                # it, see below).
+                try:
+                    op = get_nowait()
+                except queue.Empty:
+                    if not batch:
+                        self._release_unsettled()
+                        continue
+                    op = None
             else:
-                timeout = max(0.0, last_active + IDLE_SECONDS - time.monotonic()) if dirty else None
-                if next_tick is not None:
-                    until_tick = max(0.0, next_tick - time.monotonic())
-                    timeout = until_tick if timeout is None else min(timeout, until_tick)
-            try:
-                op: Op | None = get() if timeout is None else get(timeout=timeout)
-            except queue.Empty:
-                op = None
+                dirty = wal.dirty  # WAL pages not yet checkpointed: wake up when idle
+                if next_tick is None and not dirty:
+                    timeout: float | None = None
+                else:
+                    timeout = (
+                        max(0.0, self._last_active + IDLE_SECONDS - time.monotonic())
+                        if dirty
+                        else None
+                    )
+                    if next_tick is not None:
+                        until_tick = max(0.0, next_tick - time.monotonic())
+                        timeout = until_tick if timeout is None else min(timeout, until_tick)
+                try:
+                    op = get() if timeout is None else get(timeout=timeout)
+                except queue.Empty:
+                    op = None
             stop = op is _STOP
-            batch: list[Op] = []
-            weight = 0
             if op is not None and not stop:
                 if op is not _WAKE:
                     batch.append(op)
-                    weight = op.weight
+                    weight += op.weight
                 while weight < max_batch:
                     try:
                         op = get_nowait()
@@ -305,29 +343,122 @@ class GroupCommitWriter:
                     if op is not _WAKE:
                         batch.append(op)
                         weight += op.weight
+            if not stop and self._unsettled is None and self._split_pipeline(batch):
+                weight, carry = self._split(batch)
+                self.splits += 1
             deferred = self._take_deferred()
             if batch or deferred:
-                self._commit(batch, deferred, final=stop)
+                one = self._one_statement
+                prepared = one.prepare(batch, deferred) if one is not None and not stop else None
+                # The previous commit's waiters wake as this commit's SQL starts: the
+                # loop runs their tasks while SQLite works without the GIL.
+                if prepared is not None and self._unsettled is not None:
+                    self.pipelined_commits += 1
+                self._release_unsettled()
+                if prepared is not None:
+                    assert one is not None
+                    self._commit_one(one, batch, deferred, prepared, weight)
+                else:
+                    self._commit(batch, deferred, final=stop)
+                    self._after_commit(weight + len(deferred))
+            else:
+                self._release_unsettled()
+                if wal.dirty and time.monotonic() - self._last_active >= IDLE_SECONDS:
+                    self._checkpoint_idle()
             if stop:
+                self._release_unsettled()
                 return
-            # Checkpoint after the batch's waiters were woken, never inside a commit.
-            try:
-                if batch or deferred:
-                    wal.after_commit(weight + len(deferred), empty())
-                    last_active = time.monotonic()
-                elif dirty and time.monotonic() - last_active >= IDLE_SECONDS:
-                    wal.idle()
-                dirty = wal.dirty
-            except Exception:
-                logger.exception("event store checkpoint failed")
-                dirty = False
             if next_tick is not None and interval is not None and time.monotonic() >= next_tick:
+                self._release_unsettled()
                 next_tick = time.monotonic() + interval
                 assert self._timer is not None
                 try:
                     self._timer()
                 except Exception:
                     logger.exception("event store periodic task failed")
+
+    def _split_pipeline(self, batch: list[Op]) -> bool:
+        """Commit only the first half of ``batch`` now? When nothing waits to be woken
+        and the work is the bus's batches for one statement: the halves then take
+        turns, one committing while the loop wakes the other's publishers (see
+        ``pipeline``)."""
+        one = self._one_statement
+        return self.pipeline and one is not None and len(batch) > 1 and one.takes_all(batch)
+
+    @staticmethod
+    def _split(batch: list[Op]) -> tuple[int, list[Op]]:
+        """Cut ``batch`` in place after half its weight; returns (weight kept, rest)."""
+        half = (sum(op.weight for op in batch) + 1) // 2
+        kept = 0
+        for index, op in enumerate(batch):
+            kept += op.weight
+            if kept >= half:
+                rest = batch[index + 1 :]
+                del batch[index + 1 :]
+                return kept, rest
+        return kept, []
+
+    def _after_commit(self, units: int) -> None:
+        """Checkpoint after a commit's waiters were woken, never inside a commit."""
+        try:
+            self._wal.after_commit(units, self._queue.empty())
+        except Exception:
+            logger.exception("event store checkpoint failed")
+        self._last_active = time.monotonic()
+
+    def _checkpoint_idle(self) -> None:
+        try:
+            self._wal.idle()
+        except Exception:
+            logger.exception("event store checkpoint failed")
+
+    def _release_unsettled(self) -> None:
+        """Wake the waiters of the last one-statement commit, if not done yet."""
+        unsettled = self._unsettled
+        if unsettled is not None:
+            self._unsettled = None
+            batch, results, units = unsettled
+            self._settle(batch, results, final=False)
+            self._after_commit(units)
+
+    def _commit_one(
+        self,
+        one: OneStatementCommit,
+        batch: list[Op],
+        deferred: list[tuple[str, Any]],
+        prepared: Prepared,
+        units: int,
+    ) -> None:
+        """Commit ``batch`` and ``deferred`` as one statement (``_one_statement``); its
+        waiters are woken later, by ``_release_unsettled``. A failure settles them now."""
+        try:
+            one.run(prepared)
+        except Exception as exc:
+            if self._conn.in_transaction:  # autocommit: the statement rolled itself back
+                self._conn.execute("ROLLBACK")
+            if self._on_outcome is not None:
+                self._on_outcome(False)
+            self.failed_transactions += 1
+            error = translate_error(exc, self._path, "commit to the event store")
+            logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
+            self._settle(batch, [error] * len(batch), final=False)
+            self._after_commit(0)
+            return
+        if self._on_outcome is not None:
+            self._on_outcome(True)
+        self._count_committed(batch, deferred)
+        self.one_statement_commits += 1
+        self._unsettled = (batch, [None] * len(batch), units + len(deferred))
+
+    def _count_committed(self, batch: list[Op], deferred: list[tuple[str, Any]]) -> None:
+        self.transactions += 1
+        self.ops += len(batch) + len(deferred)
+        units = self.units
+        for op in batch:
+            units[op.kind] = units.get(op.kind, 0) + op.weight
+        for kind, _ in deferred:
+            units[kind] = units.get(kind, 0) + 1
+        self.largest_batch = max(self.largest_batch, len(batch))
 
     def _take_deferred(self) -> list[tuple[str, Any]]:
         """Everything ``defer``-ed so far, for the transaction about to start."""
@@ -375,13 +506,7 @@ class GroupCommitWriter:
             conn.execute("COMMIT")
             if self._on_outcome is not None:
                 self._on_outcome(True)
-            self.transactions += 1
-            self.ops += n + len(deferred)
-            units = self.units
-            for op in batch:
-                units[op.kind] = units.get(op.kind, 0) + op.weight
-            for kind, _ in deferred:
-                units[kind] = units.get(kind, 0) + 1
+            self._count_committed(batch, deferred)
         except Exception as exc:
             if conn.in_transaction:
                 try:
@@ -395,7 +520,6 @@ class GroupCommitWriter:
             results = [error] * n
             if deferred:
                 logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
-        self.largest_batch = max(self.largest_batch, n)
         self._settle(batch, results, final=final)
 
     def _settle(self, batch: Sequence[Op], results: Sequence[Any], *, final: bool) -> None:
@@ -423,6 +547,7 @@ class GroupCommitWriter:
                 pass
 
     def _fail_leftovers(self) -> None:
+        self._release_unsettled()  # committed: its waiters succeed
         error = self._closed_error()
         leftovers: list[Op] = []
         while True:

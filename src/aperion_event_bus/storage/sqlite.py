@@ -36,6 +36,7 @@ from ._batch import BATCH_LIMIT, CommitBatch, append_batches
 from ._connections import ReaderPool, open_writer
 from ._dlq import SQLiteDLQBackend
 from ._errors import StoreClosedError, StoreCorruptError, StoreError
+from ._one_statement import OneStatementCommit
 from ._replay import EventQuery, decode_page, pending_page
 from ._retention import CompactionJob, CompactionReport, compact_handler
 from ._schema import SCHEMA_VERSION
@@ -235,6 +236,8 @@ class SQLiteStore:
                 timer=self._periodic_compaction if retention else None,
                 timer_interval=self.compact_interval_seconds if retention else None,
                 on_outcome=lambda committed: seqs.commit() if committed else seqs.rollback(),
+                one_statement=OneStatementCommit(conn, seqs, _APPEND_BATCH, _ops.ACK),
+                pipeline=self.synchronous == "NORMAL",
             )
             self._reader_pool = ReaderPool(self._path)
             writer.start()
