@@ -21,7 +21,7 @@ from aperion_event_bus import Event, EventBus
 from aperion_event_bus.storage import SQLiteStore
 
 
-async def run(sync: str, events: int, concurrency: int) -> str:
+async def run(sync: str, events: int, concurrency: int, rate: float = 0) -> str:
     path = Path(tempfile.mkdtemp(prefix="aperion-durable-")) / "events.db"
     bus = EventBus(store=SQLiteStore(path, synchronous=sync))  # type: ignore[arg-type]
     handled = 0
@@ -49,10 +49,34 @@ async def run(sync: str, events: int, concurrency: int) -> str:
             await bus.publish("order.paid", {"w": w, "i": i})
             latencies.append(time.perf_counter() - t0)
 
+    async def one(i: int) -> None:
+        t0 = time.perf_counter()
+        await bus.publish("order.paid", {"w": 0, "i": i})
+        latencies.append(time.perf_counter() - t0)
+
+    async def open_loop() -> None:
+        """Publishes started at ``rate`` per second on a 1 ms tick, a task each."""
+        tasks: set[asyncio.Task[None]] = set()
+        start = time.perf_counter()
+        sent = 0
+        while sent < per_task * concurrency:
+            due = min(per_task * concurrency, int((time.perf_counter() - start) * rate))
+            while sent < due:
+                task = asyncio.create_task(one(sent))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            await asyncio.sleep(0.001)
+        while tasks:
+            await asyncio.gather(*tasks)
+
     tick = asyncio.create_task(ticker())
     t0 = time.perf_counter()
     cpu0 = time.process_time()
-    await asyncio.gather(*(publisher(w) for w in range(concurrency)))
+    if rate:
+        await open_loop()
+    else:
+        await asyncio.gather(*(publisher(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     stop.set()
@@ -62,8 +86,9 @@ async def run(sync: str, events: int, concurrency: int) -> str:
     delays.sort()
     n = len(latencies)
     return (
-        f"synchronous={sync}: {n / elapsed:,.0f} durable events/s ({n:,} events, {concurrency} "
-        f"publishers, {handled:,} handled); publish latency p50 {latencies[n // 2] * 1e3:.2f} ms, "
+        f"synchronous={sync}: {n / elapsed:,.0f} durable events/s ({n:,} events, "
+        + (f"offered at {rate:,.0f}/s, a task each" if rate else f"{concurrency} publishers")
+        + f", {handled:,} handled); publish latency p50 {latencies[n // 2] * 1e3:.2f} ms, "
         f"p99 {latencies[int(n * 0.99)] * 1e3:.2f} ms; ticker delay p99 "
         f"{delays[int(len(delays) * 0.99)] * 1e3:.2f} ms, max {max(delays) * 1e3:.2f} ms; "
         f"CPU {cpu / n * 1e6:.1f} us/event (all threads)"
@@ -74,11 +99,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=150)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="open loop: publishes started per second (0: closed loop)"
+    )
+    parser.add_argument("--sync", nargs="+", choices=("NORMAL", "FULL"), default=["NORMAL", "FULL"])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     events = 10_000 if args.quick else args.events
-    for sync in ("NORMAL", "FULL"):
-        print(asyncio.run(run(sync, events, args.concurrency)), flush=True)
+    for sync in args.sync:
+        print(asyncio.run(run(sync, events, args.concurrency, args.rate)), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,7 +57,7 @@ def _is_pydantic(cls: type) -> bool:
 class EventSchema:
     """Converts between a typed-event class and event payloads."""
 
-    __slots__ = ("_pydantic", "cls", "event_type")
+    __slots__ = ("_checks", "_pydantic", "_required", "cls", "event_type")
 
     def __init__(self, cls: type) -> None:
         name = event_type_of(cls)
@@ -72,6 +74,17 @@ class EventSchema:
         self.cls = cls
         self.event_type = name
         self._pydantic = _is_pydantic(cls)
+        self._required: tuple[str, ...] = ()
+        self._checks: tuple[tuple[str, tuple[type, ...], str], ...] = ()
+        if not self._pydantic:
+            self._required = tuple(
+                f.name
+                for f in dataclasses.fields(cls)
+                if f.init
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            )
+            self._checks = _dataclass_checks(cls)
 
     def to_payload(self, instance: Any) -> dict[str, Any]:
         """The payload for a typed-event instance (its fields, as Python values)."""
@@ -96,6 +109,21 @@ class EventSchema:
                 self.event_type,
                 field=unknown[0],
             )
+        for name in self._required:
+            if name not in data:
+                raise ValidationError(
+                    f"{self.event_type}: missing field {name!r} for {self.cls.__qualname__}",
+                    self.event_type,
+                    field=name,
+                )
+        for name, accepted, expected in self._checks:
+            if name in data and not _fits(data[name], accepted):
+                raise ValidationError(
+                    f"{self.event_type}: field {name!r} must be {expected}, not "
+                    f"{type(data[name]).__name__} ({data[name]!r:.60})",
+                    self.event_type,
+                    field=name,
+                )
         try:
             return self.cls(**data)
         except TypeError as exc:
@@ -111,6 +139,60 @@ class EventSchema:
     def adapt(self, event: Event) -> Any:
         """Handler argument for a subscription made with this class."""
         return self.from_payload(event.payload)
+
+
+_SIMPLE: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (float, int),  # an int is a fine float, as in JSON
+    str: (str,),
+    bool: (bool,),
+    type(None): (type(None),),
+    list: (list,),
+    dict: (dict,),
+}
+
+
+def _accepted(annotation: Any) -> tuple[type, ...] | None:
+    """The runtime types a payload value may have for ``annotation``; None when the
+    annotation is not one this check understands (then the value is not checked)."""
+    simple = _SIMPLE.get(annotation)
+    if simple is not None:
+        return simple
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict):
+        return (origin,)
+    if origin is typing.Union or origin is types.UnionType:
+        accepted: list[type] = []
+        for arg in typing.get_args(annotation):
+            part = _accepted(arg)
+            if part is None:
+                return None
+            accepted.extend(part)
+        return tuple(accepted)
+    return None
+
+
+def _dataclass_checks(cls: type) -> tuple[tuple[str, tuple[type, ...], str], ...]:
+    """(field, accepted runtime types, description) for the fields of a dataclass
+    whose annotations are simple: int, float, str, bool, None, list, dict (and their
+    parametrised forms, checked as the container only), and unions of those."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable forward references: nothing is checked
+        return ()
+    checks = []
+    for f in dataclasses.fields(cls):
+        annotation = hints.get(f.name)
+        accepted = _accepted(annotation) if f.init and annotation is not None else None
+        if accepted is not None:
+            checks.append((f.name, accepted, " or ".join(t.__name__ for t in accepted)))
+    return tuple(checks)
+
+
+def _fits(value: Any, accepted: tuple[type, ...]) -> bool:
+    if type(value) is bool:  # a bool is an int to isinstance, not to a payload schema
+        return bool in accepted
+    return isinstance(value, accepted)
 
 
 def _pydantic_error(schema: EventSchema, exc: Exception) -> ValidationError:
