@@ -179,6 +179,17 @@ def build_scenarios(n: int) -> list[Scenario]:
 
         return EventBus(tracing=EventTracer(NoOpTracerProvider()))
 
+    def noop_tracing_and_metrics() -> EventBus:
+        from opentelemetry.metrics import NoOpMeterProvider
+        from opentelemetry.trace import NoOpTracerProvider
+
+        from aperion_event_bus import EventTracer
+        from aperion_event_bus.observability.otel_metrics import OTelMetrics
+
+        return EventBus(
+            tracing=EventTracer(NoOpTracerProvider()), metrics=OTelMetrics(NoOpMeterProvider())
+        )
+
     def ratio_sampler() -> Any:
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
@@ -200,6 +211,7 @@ def build_scenarios(n: int) -> list[Scenario]:
         ("audit log, no redaction", measure(audit(NoRedaction())), "reference"),
         ("metrics (InMemoryMetrics)", measure(metrics), ""),
         ("tracing, no-op tracer provider", measure(noop_tracing), "< 1.15x"),
+        ("tracing + OTel metrics, no-op providers", measure(noop_tracing_and_metrics), "< 1.15x"),
         ("tracing, SDK + batch processor", measure(SdkTracing()), "< 3x"),
         ("tracing, SDK, exporter keeps all spans", measure(SdkTracing(keep_all=True)), "information"),
         ("tracing, SDK, 10% ratio sampler", measure(SdkTracing(sampler=ratio_sampler())),

@@ -2362,7 +2362,7 @@ intern_names(void)
     INTERN(s_schemas, "_schemas");
     INTERN(s_tracer, "tracer");
     INTERN(s_audit, "_audit");
-    INTERN(s_metrics, "metrics");
+    INTERN(s_metrics, "_metrics");
     INTERN(s_published, "_published");
     INTERN(s_count_published, "_count_published");
     INTERN(s_registry, "_registry");

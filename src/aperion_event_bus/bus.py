@@ -37,6 +37,7 @@ from .typed import EventSchema, event_type_of
 from .validation import EventValidator
 
 if TYPE_CHECKING:
+    from .observability.collector import MetricsCollector
     from .storage.sqlite import SQLiteStore
 
 __all__ = ["HANDLER_ERROR_EVENT", "EventBus", "Tap"]
@@ -149,8 +150,11 @@ class EventBus:
             on_failure=self._on_handler_failure,
             on_drop=self._on_drop,
         )
+        # the collector when it records something, else None: the hot paths test this
+        self._metrics: MetricsCollector | None = None
         if self.metrics is not None:
-            self._dispatcher.observer = MetricsObserver(self.metrics)
+            self._wire_metrics()
+            self.metrics.watch(self._wire_metrics)
         if self.tracer is not None:
             self._dispatcher.span = self.tracer.handler_span
         self._dispatcher.need_loop = self._ensure_loop
@@ -628,7 +632,7 @@ class EventBus:
             ev = self._envelope(event, payload, source, correlation_id, causation_id)  # type: ignore[arg-type]
             # matched before it is counted: a miss checks the type (whitespace only: raises)
             subs = self._registry.cache.get(event) or self._registry.match(event)
-            if self._audit is None and self.metrics is None:
+            if self._audit is None and self._metrics is None:
                 self._published += 1  # all _count_published would do, without the call
             else:
                 self._count_published(ev)
@@ -713,7 +717,7 @@ class EventBus:
         loop = d.loop
         if loop is None or loop.is_closed():
             d = self._ensure_loop()
-        if self._audit is None and self.metrics is None:
+        if self._audit is None and self._metrics is None:
             self._published += 1  # all _count_published would do, without the call
         else:
             self._count_published(ev)
@@ -1318,14 +1322,24 @@ class EventBus:
         if logger.isEnabledFor(logging.WARNING):
             logger.warning("dropped %s %s: %s", event.event_type, event.event_id, reason)
 
+    def _wire_metrics(self) -> None:
+        """Feed the collector unless its backend is switched off entirely (an
+        ``OTelMetrics`` on a no-op meter provider): then metrics cost nothing per event
+        and the collector's snapshot stays empty."""
+        metrics = self.metrics
+        live = metrics if metrics is not None and not metrics.backend.records_nothing else None
+        self._metrics = live
+        self._dispatcher.observer = MetricsObserver(live) if live is not None else None
+
     def _count_published(self, event: Event) -> None:
         """Bookkeeping for a published event: counter, audit line, metrics."""
         self._published += 1  # approximate under threads; exact figures come from metrics
         if self._audit is not None:
             self._audit.log(event)
-        if self.metrics is not None:
-            self.metrics.record_event_emitted(event.event_type, source=event.source)
-            self.metrics.update_pending_count(self._dispatcher.pending)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.record_event_emitted(event.event_type, source=event.source)
+            metrics.update_pending_count(self._dispatcher.pending)
 
     # ================================================================ stats
     def get_stats(self) -> dict[str, Any]:
@@ -1414,8 +1428,8 @@ if speedups is not None:
             "_published",
             "_registry",
             "_schemas",
+            "_metrics",
             "_slow_publish",
-            "metrics",
             "tracer",
         ),
         Dispatcher: ("_acc", "quick_loop"),

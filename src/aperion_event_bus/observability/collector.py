@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .metrics import InMemoryMetrics, MetricsBackend, NoopMetrics
@@ -224,6 +225,7 @@ class MetricsCollector:
         }
         self._backend: MetricsBackend = NoopMetrics()
         self._active = False
+        self._watchers: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._mem: InMemoryMetrics | None = None
         self.backend = backend if backend is not None else NoopMetrics()
 
@@ -236,7 +238,7 @@ class MetricsCollector:
     @backend.setter
     def backend(self, backend: MetricsBackend) -> None:
         self._backend = backend
-        self._active = type(backend) is not NoopMetrics
+        self._active = type(backend) is not NoopMetrics and not backend.records_nothing
         # exact InMemoryMetrics (not a subclass, which may override the public
         # methods): record with pre-built series names
         self._mem = backend if type(backend) is InMemoryMetrics else None
@@ -246,9 +248,21 @@ class MetricsCollector:
         self._pending_sent = None
         self._pending_next = 0.0
 
+        for watcher in list(self._watchers):
+            notify = watcher()
+            if notify is None:
+                self._watchers.remove(watcher)
+            else:
+                notify()
+
+    def watch(self, on_backend_change: Callable[[], None]) -> None:
+        """Call the bound method ``on_backend_change`` after each ``backend`` change
+        (held weakly: a bus that goes away is forgotten)."""
+        self._watchers.append(weakref.WeakMethod(on_backend_change))
+
     @property
     def enabled(self) -> bool:
-        """True when measurements are forwarded (the backend is not NoopMetrics)."""
+        """True when measurements are forwarded (the backend records something)."""
         return self._active
 
     def _name(self, metric: str) -> str:

@@ -96,6 +96,14 @@ class MetricsBackend(ABC):
     once or a few times per event: keep them cheap and thread-safe.
     """
 
+    @property
+    def records_nothing(self) -> bool:
+        """True when this backend is switched off entirely: the bus then feeds neither
+        it nor its collector (no per-event cost; the collector's snapshot stays empty),
+        as if it had no ``metrics``. ``NoopMetrics`` says False: a collector over it
+        still keeps the exact figures of ``get_snapshot()`` (``get_stats()['metrics']``)."""
+        return False
+
     @abstractmethod
     def increment(self, name: str, value: int = 1, tags: Tags = None) -> None:
         """Add ``value`` to the counter ``name``."""

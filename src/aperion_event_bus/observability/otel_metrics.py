@@ -55,10 +55,17 @@ class OTelMetrics(MetricsBackend):
             self._meter = otel_metrics.get_meter(METER_NAME)
         else:
             self._meter = meter_provider.get_meter(METER_NAME)
+        # an explicit no-op meter (NoOpMeterProvider) records nothing; the global proxy
+        # meter may start recording once an SDK provider is set, so it counts as live
+        self._noop = isinstance(self._meter, otel_metrics.NoOpMeter)
         self._allowed = frozenset(allowed_labels) if allowed_labels is not None else None
         self._instruments: dict[tuple[str, str], Any] = {}
         self._attributes: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def records_nothing(self) -> bool:
+        return self._noop
 
     def increment(self, name: str, value: int = 1, tags: Tags = None) -> None:
         if value < 0:
