@@ -95,6 +95,23 @@ async def run(sync: str, events: int, concurrency: int, rate: float = 0) -> str:
     )
 
 
+async def idle_ticker(seconds: float = 2.0) -> str:
+    """The same ticker on an idle loop: the machine's own scheduling noise (a VM's
+    stolen time shows here), the floor under the ticker figures of the runs."""
+    await asyncio.sleep(0.2)  # past start-up work (imports' garbage, first allocations)
+    delays: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        await asyncio.sleep(0.001)
+        delays.append(time.perf_counter() - t0 - 0.001)
+    delays.sort()
+    return (
+        f"idle loop (reference): ticker delay p99 {delays[int(len(delays) * 0.99)] * 1e3:.2f} ms, "
+        f"max {delays[-1] * 1e3:.2f} ms over {seconds:.1f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000)
@@ -106,6 +123,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     events = 10_000 if args.quick else args.events
+    print(asyncio.run(idle_ticker(0.5 if args.quick else 2.0)), flush=True)
     for sync in args.sync:
         print(asyncio.run(run(sync, events, args.concurrency, args.rate)), flush=True)
 
