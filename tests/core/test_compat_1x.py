@@ -119,8 +119,17 @@ def test_dataclasses_functions_work_on_event_as_in_1x() -> None:
     event = Event("a.b", {"x": [1]}, source="s", causation_id="evt_0", traceparent="tp")
     assert dataclasses.is_dataclass(event)
     names = [f.name for f in dataclasses.fields(event)]
-    assert names == ["event_type", "payload", "timestamp", "event_id", "source",
-                     "correlation_id", "causation_id", "traceparent", "tracestate"]
+    assert names == [
+        "event_type",
+        "payload",
+        "timestamp",
+        "event_id",
+        "source",
+        "correlation_id",
+        "causation_id",
+        "traceparent",
+        "tracestate",
+    ]
     changed = dataclasses.replace(event, payload={"y": [2]}, correlation_id="c")
     assert type(changed) is Event and changed.event_id == event.event_id
     assert changed.payload == {"y": [2]} and type(changed.payload) is FrozenDict
