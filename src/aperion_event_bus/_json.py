@@ -100,7 +100,12 @@ try:  # pragma: no cover - exercised when the orjson extra is installed
 
     def loads(text: str | bytes) -> Any:
         """Parse JSON text."""
-        return _orjson.loads(text)
+        try:
+            return _orjson.loads(text)
+        except _orjson.JSONDecodeError:
+            # orjson is stricter than json (ints beyond 64 bits, 1.x lines with NaN):
+            # what the stdlib reads (and dumps above falls back to) stays readable
+            return json.loads(text)
 
     #: orjson writes the envelope itself (see the stdlib branch).
     make_encoder: Callable[[], Callable[[Any, int], list[str]]] | None = None

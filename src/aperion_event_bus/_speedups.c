@@ -2576,7 +2576,7 @@ sp_encode_envelopes(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (BUF_LIT(&b, "]") < 0) {
         goto done;
     }
-    result = PyUnicode_DecodeUTF8(b.data, b.len, "surrogatepass");
+    result = PyUnicode_DecodeUTF8(b.data, b.len, NULL); /* valid UTF-8: built by buf_str */
 done:
     PyMem_Free(b.data);
     Py_XDECREF(zero);

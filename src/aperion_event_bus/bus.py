@@ -168,7 +168,7 @@ class EventBus:
         self._taps: tuple[Tap, ...] = ()  # see add_tap; changed copy-on-write
         # features the quick envelope path skips: take the full path instead
         # (tracing and metrics are handled on the quick path too)
-        self._slow_publish = any(x is not None for x in (self.validator, self._audit, self.store))
+        self._slow_publish = self._needs_full_path()
         self._stats_lock = threading.Lock()
         self._published = 0
         self._failures = 0
@@ -831,10 +831,17 @@ class EventBus:
                 return False
             taps.remove(tap)
             self._taps = tuple(taps)
-            self._slow_publish = self._closing or bool(taps) or any(
-                x is not None for x in (self.validator, self._audit, self.store)
-            )
+            self._slow_publish = self._needs_full_path()
             return True
+
+    def _needs_full_path(self) -> bool:
+        """Must every publish go through ``_prepare`` (validator, audit log, store,
+        taps, or closing)? Set it under ``_stats_lock`` once the bus exists."""
+        return (
+            self._closing
+            or bool(self._taps)
+            or any(x is not None for x in (self.validator, self._audit, self.store))
+        )
 
     def _tap(self, event: Event) -> None:
         """Show ``event`` to every tap; a failing tap is logged and skipped."""
@@ -900,7 +907,8 @@ class EventBus:
     def _mark_closing(self) -> None:
         """Refuse new events from now on (every publish path goes through _prepare,
         which raises BusClosedError)."""
-        self._closing = self._slow_publish = True
+        with self._stats_lock:  # against a remove_tap recomputing the flag meanwhile
+            self._closing = self._slow_publish = True
 
     def _finish_close(self, drained: bool) -> None:
         if not drained:
@@ -1258,8 +1266,8 @@ class EventBus:
                 handler_name=sub.handler_name,
                 metadata={"subscription_id": sub.subscription_id, "subscription_name": sub.name},
             )
-            if self.metrics is not None:
-                self.metrics.update_dlq_size(self.dead_letter_queue.size())
+            if self._metrics is not None:
+                self._metrics.update_dlq_size(self.dead_letter_queue.size())
         except Exception:
             logger.exception("could not add the failed event %s to the DLQ", event.event_id)
 
@@ -1317,8 +1325,8 @@ class EventBus:
     def _on_drop(self, event: Event, reason: str) -> None:
         with self._stats_lock:
             self._dropped += 1
-        if self.metrics is not None:
-            self.metrics.record_event_dropped(event.event_type, reason=reason)
+        if self._metrics is not None:
+            self._metrics.record_event_dropped(event.event_type, reason=reason)
         if logger.isEnabledFor(logging.WARNING):
             logger.warning("dropped %s %s: %s", event.event_type, event.event_id, reason)
 

@@ -357,6 +357,9 @@ class Dispatcher:
         self._ingress: deque[_Chain | _NewEvent] = deque()
         self._ingress_scheduled = False
         self._lanes: set[_Lane] = set()
+        #: bumped by reset_pending: a coroutine started under an older generation
+        #: belongs to a dead loop whose events were counted as lost
+        self.generation = 0
         self.stopping = False
         self.need_loop: Callable[[], Any] | None = None  # binds a loop on demand (bus)
         self.on_cancelled: Callable[[Subscription, Event], None] | None = None
@@ -398,8 +401,11 @@ class Dispatcher:
         Their deliveries may still sit in suspended coroutines of the dead loop. When
         the garbage collector closes those (GeneratorExit), they must not finish
         their events: the slots were already counted as lost here, so the lane and
-        direct paths re-raise GeneratorExit without releasing anything."""
+        direct paths started before this reset (an older ``generation``) re-raise
+        GeneratorExit without releasing anything. A coroutine of the live loop closed
+        that way (a task dropped while it waited) still finishes its event."""
         with self._lock:
+            self.generation += 1
             lost = self.pending
             self._pending = 0
             self._fin = itertools.count(count_of(self._acc))
@@ -777,6 +783,7 @@ class Dispatcher:
         self._settle(sub, chain, (None, exc, False, 0.0, 1))
 
     async def _async_worker(self, lane: _Lane) -> None:
+        generation = self.generation
         sub = lane.sub
         take = self._take
         advance = self._advance
@@ -803,7 +810,7 @@ class Dispatcher:
                     else:
                         await self._deliver_async(sub, handler, chain)
             except BaseException as exc:
-                if type(exc) is GeneratorExit:
+                if type(exc) is GeneratorExit and generation != self.generation:
                     raise  # closed after its loop died: see reset_pending
                 lane.running -= 1
                 advance(chain)
@@ -985,6 +992,7 @@ class Dispatcher:
 
     async def _finish_quick(self, lane: _Lane, step: _Suspended) -> None:
         """Await a delivery whose handler suspended in ``_run_quick``, then settle it."""
+        generation = self.generation
         sub = lane.sub
         chain = step.chain
         try:
@@ -994,7 +1002,7 @@ class Dispatcher:
             if outcome[1] is not None or self.observer is not None:
                 self._settle(sub, chain, outcome)
         except BaseException as exc:
-            if type(exc) is GeneratorExit:
+            if type(exc) is GeneratorExit and generation != self.generation:
                 raise  # closed after its loop died: see reset_pending
             lane.running -= 1
             self._advance(chain)
@@ -1065,6 +1073,7 @@ class Dispatcher:
         )
 
     async def _sync_worker(self, lane: _Lane) -> None:
+        generation = self.generation
         sub = lane.sub
         # Under DROP_OLDEST an event must stay droppable until its handler starts.
         max_batch = 1 if self._queued is not None else _MAX_BATCH
@@ -1084,7 +1093,7 @@ class Dispatcher:
             try:
                 done = await self._run_sync_batch(sub, handler, batch, ctxs)
             except BaseException as exc:
-                if type(exc) is GeneratorExit:
+                if type(exc) is GeneratorExit and generation != self.generation:
                     raise  # closed after its loop died: see reset_pending
                 lane.running -= 1
                 self._advance_all(batch)
@@ -1514,6 +1523,7 @@ class Dispatcher:
         cancelled with it (logged, not reported as a handler failure) and the rest
         of the chain is handed to the lanes.
         """
+        generation = self.generation
         if not self._start(chain):
             return  # dropped by DROP_OLDEST before it started
         subs = chain.subs
@@ -1538,7 +1548,7 @@ class Dispatcher:
                     lanes[index] = None
                     self._release_lane(lane)
         except BaseException as exc:
-            if type(exc) is GeneratorExit:
+            if type(exc) is GeneratorExit and generation != self.generation:
                 raise  # closed after its loop died: see reset_pending
             for lane in lanes:  # the reservations not reached
                 if lane is not None:
@@ -1556,6 +1566,7 @@ class Dispatcher:
             self._finish(chain)
             return
         lane = self._reserve_lane(sub)
+        generation = self.generation
         try:
             if (
                 sub.is_async
@@ -1573,7 +1584,7 @@ class Dispatcher:
             else:
                 await self._deliver_direct(sub, handler, chain)
         except BaseException as exc:
-            if type(exc) is GeneratorExit:
+            if type(exc) is GeneratorExit and generation != self.generation:
                 raise  # closed after its loop died: see reset_pending
             if isinstance(exc, asyncio.CancelledError) and self.on_cancelled is not None:
                 self.on_cancelled(sub, chain.event)

@@ -214,6 +214,30 @@ def test_abandoned_delivery_closed_by_gc_after_loop_reset_is_not_released_again(
         bus.shutdown(1)
 
 
+def test_a_publish_closed_on_a_live_loop_still_finishes_its_event() -> None:
+    """A waited publish whose coroutine is closed while its loop lives (what the GC
+    does to a dropped task) finishes its event; only deliveries left over from a
+    dead loop (an older generation) skip that (see the test above)."""
+    bus = EventBus(max_pending_events=4, handler_timeout=5)
+
+    async def stuck(e: Event) -> None:
+        await asyncio.get_running_loop().create_future()  # never resolved
+
+    bus.on("l.x", stuck)
+
+    async def main() -> tuple[int, int]:
+        publish = bus.publish("l.x", {})
+        publish.send(None)  # runs the handler directly, up to its first suspension
+        during = bus.get_pending_count()
+        publish.close()  # GeneratorExit inside, as a GC'd task gets it
+        return during, bus.get_pending_count()
+
+    try:
+        assert asyncio.run(main()) == (1, 0)
+    finally:
+        bus.shutdown(1)
+
+
 class _CyclicListener:
     def __init__(self) -> None:
         self.me = self  # only the cyclic GC can free it

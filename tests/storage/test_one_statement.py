@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from test_commit_batches import publish_with_one_marked_failure
 
 from aperion_event_bus import Event, EventBus
@@ -208,3 +210,58 @@ async def test_two_groups_take_turns_with_normal_only(tmp_path: Path, synchronou
     for event in events:
         by_publisher.setdefault(event.payload["w"], []).append(order[event.event_id])
     assert all(seqs == sorted(seqs) for seqs in by_publisher.values())
+
+
+@given(st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=10))
+def test_seq_range_only_when_every_seq_in_between_is_acked(seqs: list[int]) -> None:
+    from aperion_event_bus.storage._ops import seq_range
+
+    full = set(seqs) == set(range(min(seqs), max(seqs) + 1))
+    assert seq_range(seqs) == ((min(seqs), max(seqs)) if full else None)
+
+
+@pytest.mark.parametrize("path", ["general", "one statement"])
+async def test_an_ack_arriving_twice_never_deletes_an_unacked_delivery(tmp_path: Path, path: str) -> None:
+    """Seqs [a, a, c]: three acks over a range of three, but b was never acked."""
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
+    store = bus.store
+    assert store is not None
+    if path == "general":
+        _writer(bus)._one_statement = None
+    await store.append_many([Event("order.paid", {"i": i}) for i in range(3)], ["n"])
+    a, b, c = [e for e, _ in store.pending_deliveries("n")]
+    store.ack_nowait(a.event_id, "n")
+    store.ack_nowait(a.event_id, "n")
+    store.ack_nowait(c.event_id, "n")
+    await bus.publish("order.paid", {"next": 1})  # a commit that carries the acks
+    await store.flush()
+    assert [e.event_id for e, _ in store.pending_deliveries("n")] == [b.event_id]
+    await bus.close()
+
+
+@pytest.mark.parametrize("shape", ["two durable names", "mixed names"])
+async def test_work_that_cannot_be_one_statement_is_not_split(tmp_path: Path, shape: str) -> None:
+    """Splitting pays only when the halves commit as one statement each; with two
+    durable names (acks of two names) or appends naming different subscriptions the
+    writer keeps committing all the work in hand at once."""
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
+    names = ("a", "b") if shape == "two durable names" else ("a",)
+    for name in names:
+
+        async def handler(e: Event) -> None:
+            pass
+
+        bus.on("order.paid", handler, name=name, durable=True)
+
+    async def publisher(w: int) -> None:
+        for i in range(20):
+            kind = "order.paid" if shape == "two durable names" or i % 2 else "order.other"
+            await bus.publish(kind, {"w": w, "i": i})
+
+    await asyncio.gather(*(publisher(w) for w in range(100)))
+    writer = _writer(bus)
+    assert writer.transactions > 10
+    assert writer.splits <= 2
+    await bus.close()
+    with SQLiteStore(tmp_path / "e.db") as reopened:
+        assert reopened.count_events() == 2000 and reopened.pending_count() == 0

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from ..events import Event
 from ._append import append
+from ._writer import SETTLE_CHUNK
 
 __all__ = ["BATCH_LIMIT", "CommitBatch"]
 
@@ -38,7 +39,7 @@ __all__ = ["BATCH_LIMIT", "CommitBatch"]
 #: that a batch's op and future cost little per event. Measured with
 #: ``benchmarks/durable.py`` (150 publishers): 32 gave 56-62k events/s against
 #: 51-54k with 128, and no loss with ``FULL`` (docs/benchmarks.md).
-BATCH_LIMIT: Final = 32
+BATCH_LIMIT: Final = SETTLE_CHUNK  # 32: one batch is woken per loop callback
 
 _PENDING: Final = object()
 

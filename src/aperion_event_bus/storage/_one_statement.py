@@ -29,7 +29,7 @@ from typing import Any
 from .._json import dumps
 from ..events import Event
 from ._append import encode_checked, insert_bodies_sql
-from ._ops import RecentSeqs
+from ._ops import RecentSeqs, seq_range
 
 __all__ = ["OneStatementCommit", "Prepared"]
 
@@ -76,26 +76,34 @@ class OneStatementCommit:
         self._append_kind = append_kind
         self._ack_kind = ack_kind
 
-    def takes_all(self, batch: Sequence[Any]) -> bool:
-        """Are all ops of ``batch`` of the kind this statement commits?"""
-        append_kind = self._append_kind
-        return all(op.kind == append_kind for op in batch)
-
-    def prepare(self, batch: Sequence[Any], deferred: Sequence[tuple[str, Any]]) -> Prepared | None:
-        """The statement for ``batch`` (ops of ``append_kind``, whose ``args`` hold
-        ``entries``) and ``deferred`` acks, or None when they need the general path."""
-        if not batch:
-            return None
+    def _entries(self, batch: Sequence[Any]) -> list[tuple[tuple[Event, ...], tuple[str, ...]]] | None:
+        """The appends of ``batch`` when every op is of ``append_kind`` (its ``args``
+        hold ``entries``) and every append names the same subscriptions, else None."""
         append_kind = self._append_kind
         entries: list[tuple[tuple[Event, ...], tuple[str, ...]]] = []
         for op in batch:
             if op.kind != append_kind:
                 return None
             entries.extend(op.args.entries)
+        if not entries:
+            return None
         names = entries[0][1]
         for entry in entries:
             if entry[1] is not names and entry[1] != names:
                 return None
+        return entries
+
+    def fits(self, batch: Sequence[Any]) -> bool:
+        """Could ``batch`` commit as this statement (its acks and encoding aside)?"""
+        return self._entries(batch) is not None
+
+    def prepare(self, batch: Sequence[Any], deferred: Sequence[tuple[str, Any]]) -> Prepared | None:
+        """The statement for ``batch`` and ``deferred`` acks, or None when they need
+        the general path."""
+        entries = self._entries(batch)
+        if entries is None:
+            return None
+        names = entries[0][1]
         acks = self._ack_range(deferred) if deferred else (None, None, None)
         if acks is None:
             return None
@@ -125,19 +133,24 @@ class OneStatementCommit:
                 if seq is None:
                     return None
             seqs.append(seq)
-        first, last = min(seqs), max(seqs)
-        if last - first + 1 != len(seqs) and last - first + 1 != len(set(seqs)):
+        span = seq_range(seqs)
+        if span is None:
             return None  # not one run of consecutive seqs
-        return name, first, last
+        return name, *span
 
     def run(self, prepared: Prepared) -> None:
         """Run the statement (one autocommit transaction) and stage the seqs of its
         events when every one was new. Raises when it failed (nothing was stored)."""
         conn = self._conn
         conn.execute(_RUN, prepared.params)
-        inserted, last = conn.execute(_APPENDED).fetchone()
+        # committed from here on: a failure to read the seqs back only costs the
+        # acks-by-seq shortcut, never the publishers' success
+        try:
+            inserted, last = conn.execute(_APPENDED).fetchone()
+        except sqlite3.Error:
+            inserted = last = None
         events = prepared.events
-        if inserted == len(events):
+        if inserted == len(events) and last is not None:
             self._seqs.stage(events, last - len(events) + 1)
         else:
             self._seqs.forget()

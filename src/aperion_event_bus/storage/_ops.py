@@ -33,6 +33,7 @@ __all__ = [
     "HANDLERS",
     "RecentSeqs",
     "make_ack",
+    "seq_range",
 ]
 
 APPEND = "append"
@@ -149,11 +150,20 @@ class RecentSeqs:
         self.staged = []
 
 
+def seq_range(seqs: list[int]) -> tuple[int, int] | None:
+    """(first, last) when ``seqs`` (acked seqs, repeats allowed: an ack can arrive
+    twice) cover every seq from first to last, else None. Only then is one range
+    delete safe: a gap is a delivery nobody acked."""
+    first, last = min(seqs), max(seqs)
+    if last - first + 1 == len(set(seqs)):
+        return first, last
+    return None
+
+
 def _delete_seqs(conn: sqlite3.Connection, name: str, seqs: list[int]) -> None:
-    seqs.sort()
-    first, last = seqs[0], seqs[-1]
-    if last - first + 1 == len(seqs) or last - first + 1 == len(set(seqs)):
-        conn.execute(_DELETE_SEQ_RANGE, (name, first, last))  # every seq in between is acked
+    span = seq_range(seqs)
+    if span is not None:
+        conn.execute(_DELETE_SEQ_RANGE, (name, *span))  # every seq in between is acked
     else:
         conn.execute(_DELETE_SEQS, (name, dumps(seqs)))
 

@@ -172,6 +172,9 @@ class GroupCommitWriter:
         #: with FULL each transaction costs an fsync); see _split_pipeline
         self.pipeline = pipeline
         self._unsettled: tuple[list[Op], list[Any], int] | None = None
+        self._carry: list[Op] = []  # taken from the queue, left for the next transaction
+        # did the last transaction commit as one statement? (splitting pays only then)
+        self._one_statement_took_last = True
         self._last_active = time.monotonic()
         # told after each transaction whether it committed (True) or was rolled back
         self._on_outcome = on_outcome
@@ -294,10 +297,9 @@ class GroupCommitWriter:
         max_batch = self._max_batch
         interval = self._timer_interval if self._timer is not None else None
         next_tick = time.monotonic() + interval if interval is not None else None
-        carry: list[Op] = []  # taken from the queue, left for the next transaction
         while True:
             op: Op | None
-            batch, carry = carry, []
+            batch, self._carry = self._carry, []
             weight = sum(queued.weight for queued in batch)
             if batch or self._unsettled is not None:
                 # Work in hand, or a one-statement commit whose waiters are not woken
@@ -344,12 +346,13 @@ class GroupCommitWriter:
                         batch.append(op)
                         weight += op.weight
             if not stop and self._unsettled is None and self._split_pipeline(batch):
-                weight, carry = self._split(batch)
+                weight, self._carry = self._split(batch)
                 self.splits += 1
             deferred = self._take_deferred()
             if batch or deferred:
                 one = self._one_statement
                 prepared = one.prepare(batch, deferred) if one is not None and not stop else None
+                self._one_statement_took_last = prepared is not None
                 # The previous commit's waiters wake as this commit's SQL starts: the
                 # loop runs their tasks while SQLite works without the GIL.
                 if prepared is not None and self._unsettled is not None:
@@ -383,7 +386,13 @@ class GroupCommitWriter:
         turns, one committing while the loop wakes the other's publishers (see
         ``pipeline``)."""
         one = self._one_statement
-        return self.pipeline and one is not None and len(batch) > 1 and one.takes_all(batch)
+        return (
+            self.pipeline
+            and self._one_statement_took_last  # else the halves would gain nothing
+            and one is not None
+            and len(batch) > 1
+            and one.fits(batch)
+        )
 
     @staticmethod
     def _split(batch: list[Op]) -> tuple[int, list[Op]]:
@@ -435,12 +444,16 @@ class GroupCommitWriter:
             one.run(prepared)
         except Exception as exc:
             if self._conn.in_transaction:  # autocommit: the statement rolled itself back
-                self._conn.execute("ROLLBACK")
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.exception("rollback failed on the event store")
             if self._on_outcome is not None:
                 self._on_outcome(False)
             self.failed_transactions += 1
             error = translate_error(exc, self._path, "commit to the event store")
-            logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
+            if deferred:
+                logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
             self._settle(batch, [error] * len(batch), final=False)
             self._after_commit(0)
             return
@@ -549,7 +562,8 @@ class GroupCommitWriter:
     def _fail_leftovers(self) -> None:
         self._release_unsettled()  # committed: its waiters succeed
         error = self._closed_error()
-        leftovers: list[Op] = []
+        leftovers: list[Op] = self._carry  # taken from the queue, never committed
+        self._carry = []
         while True:
             try:
                 op = self._queue.get_nowait()
