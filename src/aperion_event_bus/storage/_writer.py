@@ -442,18 +442,8 @@ class GroupCommitWriter:
         waiters are woken later, by ``_release_unsettled``. A failure settles them now."""
         try:
             one.run(prepared)
-        except Exception as exc:
-            if self._conn.in_transaction:  # autocommit: the statement rolled itself back
-                try:
-                    self._conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    logger.exception("rollback failed on the event store")
-            if self._on_outcome is not None:
-                self._on_outcome(False)
-            self.failed_transactions += 1
-            error = translate_error(exc, self._path, "commit to the event store")
-            if deferred:
-                logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
+        except Exception as exc:  # autocommit: the statement rolled itself back
+            error = self._failed(exc, deferred)
             self._settle(batch, [error] * len(batch), final=False)
             self._after_commit(0)
             return
@@ -521,19 +511,25 @@ class GroupCommitWriter:
                 self._on_outcome(True)
             self._count_committed(batch, deferred)
         except Exception as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    logger.exception("rollback failed on the event store")
-            if self._on_outcome is not None:
-                self._on_outcome(False)
-            self.failed_transactions += 1
-            error = translate_error(exc, self._path, "commit to the event store")
-            results = [error] * n
-            if deferred:
-                logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
+            results = [self._failed(exc, deferred)] * n
         self._settle(batch, results, final=final)
+
+    def _failed(self, exc: Exception, deferred: list[tuple[str, Any]]) -> StoreError:
+        """A transaction failed: roll back what is left of it, count it, log the
+        deferred ops it carried (lost: their deliveries stay pending) and return the
+        error every op of it fails with."""
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("rollback failed on the event store")
+        if self._on_outcome is not None:
+            self._on_outcome(False)
+        self.failed_transactions += 1
+        error = translate_error(exc, self._path, "commit to the event store")
+        if deferred:
+            logger.error("event store: %d deferred ops not committed: %s", len(deferred), error)
+        return error
 
     def _settle(self, batch: Sequence[Op], results: Sequence[Any], *, final: bool) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[LoopWaiter, Any, int]]] = {}
