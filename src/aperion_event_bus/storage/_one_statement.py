@@ -120,16 +120,16 @@ class OneStatementCommit:
     def _ack_range(self, deferred: Sequence[tuple[str, Any]]) -> tuple[Any, Any, Any] | None:
         """The acks as one (name, first seq, last seq) range, or None."""
         ack_kind = self._ack_kind
-        new_get = self._seqs.new.get
-        old_get = self._seqs.old.get
+        newest_get = self._seqs.newest.get  # where most acks find their seq
+        get = self._seqs.get
         name = deferred[0][1][1]
         seqs: list[int] = []
         for kind, key in deferred:
             if kind != ack_kind or key[1] != name:
                 return None
-            seq = new_get(key[0])
+            seq = newest_get(key[0])
             if seq is None:
-                seq = old_get(key[0])
+                seq = get(key[0])
                 if seq is None:
                     return None
             seqs.append(seq)
