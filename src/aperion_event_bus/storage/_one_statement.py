@@ -93,9 +93,22 @@ class OneStatementCommit:
                 return None
         return entries
 
-    def fits(self, batch: Sequence[Any]) -> bool:
-        """Could ``batch`` commit as this statement (its acks and encoding aside)?"""
+    def fits(self, batch: Sequence[Any], deferred: Sequence[tuple[str, Any]]) -> bool:
+        """Could ``batch`` and ``deferred`` commit as this statement (the acks' seqs
+        and the encoding aside): appends naming the same subscriptions, acks of one
+        name?"""
+        if deferred and self._acks_name(deferred) is None:
+            return False
         return self._entries(batch) is not None
+
+    def _acks_name(self, deferred: Sequence[tuple[str, Any]]) -> str | None:
+        """The one subscription name when every deferred op is an ack of it, else None."""
+        ack_kind = self._ack_kind
+        name: str = deferred[0][1][1]
+        for kind, key in deferred:
+            if kind != ack_kind or key[1] != name:
+                return None
+        return name
 
     def prepare(self, batch: Sequence[Any], deferred: Sequence[tuple[str, Any]]) -> Prepared | None:
         """The statement for ``batch`` and ``deferred`` acks, or None when they need
@@ -119,14 +132,13 @@ class OneStatementCommit:
 
     def _ack_range(self, deferred: Sequence[tuple[str, Any]]) -> tuple[Any, Any, Any] | None:
         """The acks as one (name, first seq, last seq) range, or None."""
-        ack_kind = self._ack_kind
+        name = self._acks_name(deferred)
+        if name is None:
+            return None
         newest_get = self._seqs.newest.get  # where most acks find their seq
         get = self._seqs.get
-        name = deferred[0][1][1]
         seqs: list[int] = []
-        for kind, key in deferred:
-            if kind != ack_kind or key[1] != name:
-                return None
+        for _, key in deferred:
             seq = newest_get(key[0])
             if seq is None:
                 seq = get(key[0])

@@ -345,10 +345,10 @@ class GroupCommitWriter:
                     if op is not _WAKE:
                         batch.append(op)
                         weight += op.weight
-            if not stop and self._unsettled is None and self._split_pipeline(batch):
+            deferred = self._take_deferred()
+            if not stop and self._unsettled is None and self._split_pipeline(batch, deferred):
                 weight, self._carry = self._split(batch)
                 self.splits += 1
-            deferred = self._take_deferred()
             if batch or deferred:
                 one = self._one_statement
                 prepared = one.prepare(batch, deferred) if one is not None and not stop else None
@@ -380,18 +380,18 @@ class GroupCommitWriter:
                 except Exception:
                     logger.exception("event store periodic task failed")
 
-    def _split_pipeline(self, batch: list[Op]) -> bool:
+    def _split_pipeline(self, batch: list[Op], deferred: list[tuple[str, Any]]) -> bool:
         """Commit only the first half of ``batch`` now? When nothing waits to be woken
-        and the work is the bus's batches for one statement: the halves then take
-        turns, one committing while the loop wakes the other's publishers (see
-        ``pipeline``)."""
+        and the work (``deferred`` acks included) is the bus's batches for one
+        statement: the halves then take turns, one committing while the loop wakes
+        the other's publishers (see ``pipeline``)."""
         one = self._one_statement
         return (
             self.pipeline
             and self._one_statement_took_last  # else the halves would gain nothing
             and one is not None
             and len(batch) > 1
-            and one.fits(batch)
+            and one.fits(batch, deferred)
         )
 
     @staticmethod
