@@ -158,7 +158,8 @@ async def test_large_batch_settles_in_chunks_without_losing_a_waiter(db_path: Pa
             return_exceptions=True,
         )
         assert results == [None] * (6 * SETTLE_CHUNK)
-        assert store.stats().largest_batch > SETTLE_CHUNK
+        stats = store.stats()  # some transaction woke more than one chunk's weight
+        assert stats.events_written / stats.transactions > SETTLE_CHUNK
         assert store.pending_count("sub") == 6 * SETTLE_CHUNK
 
 

@@ -92,6 +92,16 @@ class CommitBatch:
             except asyncio.CancelledError as exc:
                 cancelled = exc
 
+    async def committed(self, index: int) -> None:
+        """Wait for the commit of append ``index`` of this batch; raises what failed
+        it. (The bus inlines these lines: one coroutine less per publish.)"""
+        try:
+            failed = await self.future
+        except asyncio.CancelledError as exc:
+            failed = await self.rejoin(exc)
+        if failed is not None:
+            self.raise_failed(failed, index)
+
     @staticmethod
     def raise_failed(failed: dict[int, BaseException], index: int) -> None:
         """Raise the exception of append ``index`` if it failed on its own."""

@@ -308,9 +308,12 @@ class SQLiteStore:
         return self._reader_pool
 
     def _submit_async(self, kind: str, args: Any, weight: int = 1) -> asyncio.Future[Any]:
-        """Queue an op; its result arrives in a future of the running loop."""
+        """Queue an op; its result arrives in a future of the running loop. The loop's
+        open batch of appends goes first: ops commit in the order they were made."""
         writer = self._active_writer()
         loop = asyncio.get_running_loop()
+        if self._open_batches:
+            self._queue_open_batch()
         future: asyncio.Future[Any] = loop.create_future()
         writer.submit(Op(kind, args, future, loop, None, weight))
         return future
@@ -332,10 +335,12 @@ class SQLiteStore:
         """Store ``event`` (+ one pending delivery per durable name); returns once committed.
 
         Raises StoreError if the commit failed (the event is then not stored). If the
-        awaiting task is cancelled, the append may still be committed.
+        awaiting task is cancelled, the append may still be committed. Appends made in
+        one loop iteration are committed together (as the bus's publishes are).
         """
         _check_event(event)
-        await self._call(_ops.APPEND, ((event,), _names(durable_names)))
+        batch, index = self.join_commit(event, _names(durable_names))
+        await batch.committed(index)
 
     def join_commit(self, event: Event, durable_names: tuple[str, ...]) -> tuple[CommitBatch, int]:
         """``append`` minus its argument checks, joined to the running loop's open batch:
