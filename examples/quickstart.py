@@ -2,20 +2,27 @@
 
 Three HTTP-like requests arrive with correlation ids. Handlers run sync (in the
 thread pool) and async (on the loop), publish nested events, and one of them
-fails so you can see how failures are reported. Run with ``make demo``.
+fails so you can see how failures are reported. Then the same service runs on the
+embedded durable store (SQLite): a durable subscriber fails, the service
+"restarts", and the delivery it did not acknowledge is redelivered on start.
+Run with ``make demo``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
+from pathlib import Path
 
 from aperion_event_bus import (
     Event,
     EventBus,
+    delivery_attempt,
     extract_correlation_id_from_headers,
     get_correlation_id,
+    is_replay,
 )
 
 logging.basicConfig(level=logging.CRITICAL)  # the demo prints its own story
@@ -81,5 +88,46 @@ async def main() -> None:
               f"{stats['pending_events']} pending.")
 
 
+async def durable(db: Path) -> None:
+    print(f"\nDurable: the embedded store ({db.name}, SQLite, group commit):")
+    warehouse_up = False
+
+    async def run_service() -> None:
+        async with EventBus(name="shop", store=f"sqlite:///{db}") as bus:
+
+            @bus.on("order.shipped", name="shipping-label", durable=True)
+            async def print_label(event: Event) -> None:
+                attempt = delivery_attempt()
+                if not warehouse_up:
+                    raise RuntimeError("warehouse printer offline")
+                line(f"[label]    {event.payload['order_id']} printed (attempt {attempt})")
+
+            order = "ord-4" if warehouse_up else "ord-1"
+            result = await bus.publish("order.shipped", {"order_id": order})
+            line(f"[api]      shipped {order}: committed before publish returned; "
+                 f"{len(result.errors)} handler failure(s)")
+            await bus.drain(timeout=5)
+
+    await run_service()  # the label printer fails: the delivery stays pending
+    warehouse_up = True
+    line("[ops]      restart with the printer back")
+    await run_service()  # ord-1 is redelivered on start, before the new ord-4
+
+    async with EventBus(name="shop", store=f"sqlite:///{db}") as bus:
+        seen: list[str] = []
+
+        async def audit_trail(event: Event) -> None:
+            seen.append(f"{event.payload['order_id']} (replay={is_replay()})")
+
+        count = await bus.replay(types=["order.*"], to=audit_trail)
+        line(f"[replay]   {count} stored events: {', '.join(seen)}")
+
+
+async def demo() -> None:
+    await main()
+    with tempfile.TemporaryDirectory() as tmp:
+        await durable(Path(tmp) / "events.db")
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(demo())

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any
 
+from ._start_recovery import queue_redeliveries, recovering_context
 from ._wiring import library_logger
-from .dispatch import Dispatcher, _Chain, _resolve
-from .durable import _recovering, _replaying
+from .dispatch import Dispatcher, _resolve
+from .durable import _replaying
 from .errors import ValidationError
 from .events import Event
 from .subscriptions import Subscription
@@ -30,18 +31,22 @@ logger = library_logger("aperion_event_bus.bus")
 
 async def recover(bus: EventBus, store: SQLiteStore) -> int:
     """See ``EventBus.recover``."""
-    d = bus._ensure_loop()
+    d = bus._ensure_loop()  # the first binding queues the redeliveries on start
     await store.flush()  # acks queued with ack_nowait must not look pending
     total = 0
     for sub_id, name in list(bus._durable.items()):
         sub = bus._registry.get(sub_id)
         if sub is None:
             continue
+        on_start = bus._start_recovery.running(name) if bus._start_recovery else None
+        if on_start is not None:  # queued on start already: wait, never queue twice
+            count, finished = on_start
+            await asyncio.wrap_future(finished)
+            total += count
+            continue
         pending = await asyncio.to_thread(store.pending_deliveries, name)
         if pending:
-            ctx = copy_context()
-            ctx.run(_recovering.set, True)  # redeliveries record attempts exactly
-            await deliver_to(d, sub, [event for event, _ in pending], ctx)
+            await deliver_to(d, sub, [event for event, _ in pending], recovering_context())
             total += len(pending)
     return total
 
@@ -50,21 +55,12 @@ async def deliver_to(d: Dispatcher, sub: Subscription, events: list[Event], ctx:
     """Queue ``events`` (in order) for ``sub`` alone and wait until all are handled."""
     caller_loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = caller_loop.create_future()
-    on_loop = d.on_loop_thread()
-    left = len(events)
-
-    def notify(_chain: _Chain) -> None:  # runs on the bus loop thread only
-        nonlocal left
-        left -= 1
-        if left == 0:
-            if on_loop:
-                _resolve(done)
-            else:
-                caller_loop.call_soon_threadsafe(_resolve, done)
-
-    for event in events:
-        d.admit_forced()
-        d.enqueue(_Chain(event, (sub,), ctx, notify, None))
+    if d.on_loop_thread():
+        queue_redeliveries(d, sub, events, ctx, lambda: _resolve(done))
+    else:
+        queue_redeliveries(
+            d, sub, events, ctx, lambda: caller_loop.call_soon_threadsafe(_resolve, done)
+        )
     await done
 
 

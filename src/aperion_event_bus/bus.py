@@ -25,6 +25,7 @@ from ._accel import speedups
 from ._frozen import freeze_payload
 from ._ids import event_id_at, new_event_id
 from ._runtime import LoopThread, running_loop
+from ._start_recovery import StartRecovery
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event
 from .dispatch import ABANDONED, DROPPED, Dispatcher, OverflowPolicy, _Chain, _resolve
@@ -71,7 +72,10 @@ class EventBus:
     ``name`` (used for thread names) and ``store`` (a ``SQLiteStore`` or a
     ``"sqlite:///path/events.db"`` URL: every published event is committed before
     ``publish``/``emit`` return, durable subscriptions get at-least-once delivery,
-    see ``recover`` and ``replay``; the bus opens the store and closes it on close).
+    see ``recover`` and ``replay``; the bus opens the store and closes it on close)
+    and ``recover_on_start`` (with a store: each durable subscription gets its
+    unacknowledged deliveries when the bus starts or when it is subscribed later,
+    before newer events; False leaves them to ``recover``).
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class EventBus:
         tracing: Any = None,
         name: str = "event-bus",
         store: SQLiteStore | str | None = None,
+        recover_on_start: bool = True,
     ) -> None:
         if handler_timeout is not None and handler_timeout <= 0:
             raise ConfigurationError("handler_timeout must be a positive number of seconds or None")
@@ -122,6 +127,9 @@ class EventBus:
         self.dead_letter_queue = dead_letter_queue = _checked_dlq(dead_letter_queue)
         self.tracer = _tracer(tracing, self._redactor)
         self.store = _open_store(store)
+        self._start_recovery = (
+            StartRecovery(self.store) if self.store is not None and recover_on_start else None
+        )
         if dead_letter_queue is True:  # a DLQ of its own: in the store when there is one
             from .dlq import DeadLetterQueue
 
@@ -196,7 +204,18 @@ class EventBus:
             else:
                 self._runtime = LoopThread(f"{self.name}-loop")
                 d.bind(self._runtime.loop)
+            if self._start_recovery is not None:
+                self._start_recovery.start(d, self._durable_subscriptions())
         return d
+
+    def _durable_subscriptions(self) -> list[tuple[Subscription, str]]:
+        """(subscription, durable name) of every durable subscription now."""
+        found = []
+        for sub_id, name in self._durable.items():
+            sub = self._registry.get(sub_id)
+            if sub is not None:
+                found.append((sub, name))
+        return found
 
     def _forget_closed_loop(self) -> None:
         """The loop we were bound to was closed under us: reset lane state."""
@@ -322,7 +341,19 @@ class EventBus:
         if durable:
             self._durable[sub.subscription_id] = options["name"]
             self._names_of.clear()
+            if self._start_recovery is not None:
+                self._recover_on_subscribe(sub, options["name"])
         return sub
+
+    def _recover_on_subscribe(self, sub: Subscription, name: str) -> None:
+        """A durable name subscribed on a bus already bound to its loop starts now:
+        its pending deliveries are queued ahead of anything published next."""
+        d = self._dispatcher
+        with self._bind_lock:
+            loop = d.loop
+            if loop is not None and not loop.is_closed():
+                assert self._start_recovery is not None
+                self._start_recovery.start(d, [(sub, name)])
 
     def _durable_handler(self, handler: Callable[..., Any], options: dict[str, Any]) -> Any:
         """Check a durable subscription's options; wrap its handler in the tracking adapter."""
@@ -373,6 +404,7 @@ class EventBus:
                 f"{api} cannot be used on a thread running an event loop when the bus has a "
                 "store: committing the event would block the loop; use `await bus.publish(...)`"
             )
+        self._ensure_loop()  # the redeliveries on start read what is pending first
         self.store.append_sync(event, self._durable_names(subs))
 
     def _schema(self, cls: type) -> EventSchema:
@@ -545,6 +577,7 @@ class EventBus:
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
             if self.store is not None:  # wait for the commit (see storage._batch)
+                self._ensure_loop()  # the redeliveries on start read what is pending first
                 batch, index = self.store.join_commit(ev, self._durable_names(subs))
                 try:
                     failed = await batch.future
@@ -938,10 +971,11 @@ class EventBus:
         subscribed now (in publish order, each to its own subscription only); returns
         how many were redelivered once they have all been handled.
 
-        Call it at start, after subscribing the durable handlers and before
-        publishing: deliveries of names not subscribed stay pending. Inside the
-        handler ``delivery_attempt()`` tells the attempt number (>= 2 for an event
-        whose earlier attempt failed or was cut short by a crash).
+        The bus already does this on start (``recover_on_start``): for a name whose
+        redeliveries on start are still being handled, it waits for them and counts
+        them instead of queueing them again. Deliveries of names not subscribed stay
+        pending. Inside the handler ``delivery_attempt()`` tells the attempt number
+        (>= 2 for an event whose earlier attempt failed or was cut short by a crash).
         """
         return await _recovery.recover(self, self._require_store("recover"))
 

@@ -1,0 +1,95 @@
+"""Redelivery on start: a durable subscription's unacknowledged deliveries are queued
+to it once per bus, before any event published after that moment can reach it.
+
+"Start" is, for each durable name, the first of: the bus binding its event loop
+(names subscribed by then; the first publish, emit, ``recover`` or ``replay`` binds
+it) or the name being subscribed on a bus already bound. The deliveries are read
+from the store and queued in publish order at that moment, synchronously, so the
+events published next queue behind them (per subscription order holds). ``recover``
+waits for these redeliveries instead of queueing them a second time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+from collections.abc import Callable, Iterable
+from contextvars import Context, copy_context
+from typing import TYPE_CHECKING
+
+from .dispatch import Dispatcher, _Chain
+from .durable import _recovering
+from .events import Event
+from .subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from .storage.sqlite import SQLiteStore
+
+__all__ = ["StartRecovery", "queue_redeliveries", "recovering_context"]
+
+
+def recovering_context() -> Context:
+    """A context whose deliveries count as redeliveries (attempts recorded exactly)."""
+    ctx = copy_context()
+    ctx.run(_recovering.set, True)
+    return ctx
+
+
+def queue_redeliveries(
+    d: Dispatcher,
+    sub: Subscription,
+    events: list[Event],
+    ctx: Context,
+    on_done: Callable[[], object],
+) -> None:
+    """Queue ``events`` (in order) for ``sub`` alone, from any thread; ``on_done``
+    runs on the bus loop once every one of them was handled."""
+    left = len(events)
+
+    def notify(_chain: _Chain) -> None:  # on the bus loop thread only
+        nonlocal left
+        left -= 1
+        if left == 0:
+            on_done()
+
+    for event in events:
+        d.admit_forced()
+        d.enqueue(_Chain(event, (sub,), ctx, notify, None))
+
+
+class StartRecovery:
+    """The redeliveries on start of one bus (see the module doc)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._started: set[str] = set()  # durable names whose start has passed
+        #: name -> (deliveries queued, resolved once all were handled)
+        self._running: dict[str, tuple[int, concurrent.futures.Future[None]]] = {}
+
+    def start(self, d: Dispatcher, subscriptions: Iterable[tuple[Subscription, str]]) -> None:
+        """Queue the pending deliveries of each (subscription, durable name) whose
+        start has not passed yet. Call it under the bus's bind lock."""
+        for sub, name in subscriptions:
+            if name in self._started:
+                continue
+            pending = self._store.pending_deliveries(name)  # raises: retried by recover()
+            self._started.add(name)
+            if not pending:
+                continue
+            finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._running[name] = (len(pending), finished)
+            queue_redeliveries(
+                d,
+                sub,
+                [event for event, _ in pending],
+                recovering_context(),
+                functools.partial(finished.set_result, None),
+            )
+
+    def running(self, name: str) -> tuple[int, concurrent.futures.Future[None]] | None:
+        """The redeliveries on start of ``name`` still being handled, if any."""
+        entry = self._running.get(name)
+        if entry is not None and entry[1].done():
+            del self._running[name]
+            return None
+        return entry
