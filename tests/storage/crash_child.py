@@ -4,8 +4,9 @@ Usage: python crash_child.py DB_PATH SYNCHRONOUS SEED
 
 Prints ``READY`` once the store is open, then ``A <event_id>`` after each append has
 returned (committed), ``B <event_id>`` before an ack is sent (awaited, or deferred
-with ``ack_nowait``) and ``K <event_id>`` after an awaited ack has returned, flushing
-stdout every line so the parent knows exactly what was reported committed.
+with ``ack_nowait``) and ``K <event_id>`` after an awaited ack has returned, each line
+written at once (``crash_harness.report``) so the parent knows exactly what was
+reported committed.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import random
 import sys
 import threading
 
+from crash_harness import READY, report
+
 from aperion_event_bus.events import Event
 from aperion_event_bus.storage.sqlite import SQLiteStore
 
 NAME = "crash-sub"
-
-
-def report(tag: str, event_id: str) -> None:
-    sys.stdout.write(f"{tag} {event_id}\n")
-    sys.stdout.flush()
 
 
 async def appender(store: SQLiteStore, rng: random.Random, worker: int) -> None:
@@ -64,7 +62,7 @@ def sync_appender(store: SQLiteStore, seed: int) -> None:
 async def main() -> None:
     path, synchronous, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = SQLiteStore(path, synchronous=synchronous, max_batch=200).open()  # type: ignore[arg-type]
-    report("READY", "-")  # first line, before any appender can print
+    report(READY)  # first line, before any appender can print
     threading.Thread(target=sync_appender, args=(store, seed), daemon=True).start()
     rngs = [random.Random(seed * 100 + w) for w in range(20)]
     await asyncio.gather(*(appender(store, rngs[w], w) for w in range(20)))

@@ -5,52 +5,18 @@ from __future__ import annotations
 
 import os
 import random
-import select
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from crash_harness import integrity_ok, run_until_killed
 
 from aperion_event_bus.storage.sqlite import SQLiteStore
 
 NAME = "crash-sub"  # the durable name crash_child.py uses
 CHILD = Path(__file__).with_name("crash_child.py")
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 ITERATIONS = 24
 BUDGET_SECONDS = 30.0
-
-
-def _run_and_kill(db: Path, synchronous: str, seed: int, rng: random.Random) -> list[str]:
-    env = dict(os.environ, PYTHONPATH=SRC)
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(db), synchronous, str(seed)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    assert child.stdout is not None and child.stderr is not None
-    try:
-        # never hang on a child that cannot start (e.g. a starved machine): wait 60 s
-        ready, _, _ = select.select([child.stdout], [], [], 60.0)
-        if not ready:
-            child.kill()
-            _, err = child.communicate(timeout=10)
-            raise AssertionError(f"child did not report READY within 60 s: {err.decode()[-2000:]}")
-        first = child.stdout.readline()
-        if not first.startswith(b"READY"):
-            child.kill()  # before reading stderr: a child blocked on a full stdout never exits
-            _, err = child.communicate(timeout=10)
-            raise AssertionError(f"child's first line was {first!r}, not READY: {err.decode()[-2000:]}")
-        time.sleep(rng.uniform(0.0, 0.35))
-    finally:
-        child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=10)
-    assert child.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    return out.decode(errors="replace").splitlines()
 
 
 @pytest.mark.slow
@@ -65,7 +31,8 @@ def test_sigkill_never_loses_a_committed_append(tmp_path: Path) -> None:
     iterations = 0
     while iterations < ITERATIONS and time.monotonic() - started < BUDGET_SECONDS:
         synchronous = "FULL" if iterations % 3 == 2 else "NORMAL"
-        lines = _run_and_kill(db, synchronous, rng.randrange(1 << 30), rng)
+        args = [str(db), synchronous, str(rng.randrange(1 << 30))]
+        lines = run_until_killed(CHILD, args, tmp_path / "child.out", rng.uniform(0.0, 0.35))
         for line in lines:
             tag, _, event_id = line.partition(" ")
             if not event_id.startswith("evt_") or len(event_id) < 20:
@@ -87,11 +54,7 @@ def test_sigkill_never_loses_a_committed_append(tmp_path: Path) -> None:
             lost = [eid for eid in appended if eid not in ack_sent and eid not in pending]
             assert not lost, f"{len(lost)} unacknowledged deliveries are no longer pending"
             assert not (acked & pending), "an acknowledged delivery came back"
-        conn = sqlite3.connect(db)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        finally:
-            conn.close()
+        assert integrity_ok(db)
 
     assert iterations >= 8
     assert len(appended) > 500, "the child hardly wrote anything; the test proves nothing"
