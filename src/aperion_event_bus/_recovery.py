@@ -38,7 +38,7 @@ async def recover(bus: EventBus, store: SQLiteStore) -> int:
         sub = bus._registry.get(sub_id)
         if sub is None:
             continue
-        on_start = bus._start_recovery.running(name) if bus._start_recovery else None
+        on_start = bus._start_recovery.take(name) if bus._start_recovery else None
         if on_start is not None:  # queued on start already: wait, never queue twice
             count, finished = on_start
             await asyncio.wrap_future(finished)

@@ -86,10 +86,17 @@ class StartRecovery:
                 functools.partial(finished.set_result, None),
             )
 
-    def running(self, name: str) -> tuple[int, concurrent.futures.Future[None]] | None:
-        """The redeliveries on start of ``name`` still being handled, if any."""
+    def take(self, name: str) -> tuple[int, concurrent.futures.Future[None]] | None:
+        """The redeliveries on start of ``name`` for ``recover`` to wait for: the first
+        call gets their number (finished or not; each is reported once), later calls
+        get 0 while they are still being handled, and None once they are over."""
         entry = self._running.get(name)
-        if entry is not None and entry[1].done():
+        if entry is None:
+            return None
+        count, finished = entry
+        if count:
+            self._running[name] = (0, finished)
+        elif finished.done():
             del self._running[name]
             return None
         return entry

@@ -971,9 +971,9 @@ class EventBus:
         subscribed now (in publish order, each to its own subscription only); returns
         how many were redelivered once they have all been handled.
 
-        The bus already does this on start (``recover_on_start``): for a name whose
-        redeliveries on start are still being handled, it waits for them and counts
-        them instead of queueing them again. Deliveries of names not subscribed stay
+        The bus already does this on start (``recover_on_start``): the first call
+        counts a name's redeliveries on start and waits for them instead of queueing
+        them again. Deliveries of names not subscribed stay
         pending. Inside the handler ``delivery_attempt()`` tells the attempt number
         (>= 2 for an event whose earlier attempt failed or was cut short by a crash).
         """
