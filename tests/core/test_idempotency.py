@@ -46,8 +46,12 @@ def test_the_maxsize_most_recently_used_ids_are_always_held(
             assert found == _holds(seen, event_id)
             if event_id in reference:
                 assert found
-                reference.move_to_end(event_id)
             assert not found or event_id in added
+            if found:  # a hit counts as use, also of an id the exact LRU had dropped
+                reference[event_id] = None
+                reference.move_to_end(event_id)
+                while len(reference) > maxsize:
+                    reference.popitem(last=False)
         for kept in reference:
             assert _holds(seen, kept), kept
         held = seen._young.union(*seen._old)
