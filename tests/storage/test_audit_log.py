@@ -406,6 +406,12 @@ def test_torn_last_line_is_skipped_and_does_not_swallow_the_next_event(tmp_path:
     assert lines_of(path)[2] == torn
 
 
+_DEEP = b'{"event_type": "a.b", "payload": {"k": %s%s}, "timestamp": 1, "event_id": "e"}\n' % (
+    b"[" * 1200,
+    b"]" * 1200,
+)
+
+
 def test_foreign_lines_never_hide_events(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     log = make_logger(path)
@@ -419,11 +425,67 @@ def test_foreign_lines_never_hide_events(tmp_path: Path) -> None:
         fh.write("\xff\xfe not utf-8 either? \n")
     with open(path, "ab") as fb:
         fb.write(b"\xff\xfe\x00garbage\n")
+        fb.write(_DEEP)  # nested deeper than the JSON parser's recursion limit
+        fb.write(b'{"event_type": "a.b", "payload": {}, "timestamp": 1%s, "event_id": "e"}\n' % (
+            b"0" * 400  # too large for a float
+        ))
     log.log_event(ev(2))
     assert [e.payload["i"] for e in log.read_events()] == [2, 1]
     stats = log.get_stats()
-    assert stats["last_read_skipped_lines"] == 6
-    assert stats["skipped_lines"] == 6
+    assert stats["last_read_skipped_lines"] == 8
+    assert stats["skipped_lines"] == 8
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.just(10**400) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+_event_like = st.fixed_dictionaries(
+    {"event_type": st.sampled_from(["a.b", "", 5]) | _json_values, "payload": _json_values},
+    optional={
+        "timestamp": st.just(1.0) | _json_values,
+        "event_id": st.just("evt_x") | _json_values,
+        "correlation_id": _json_values,
+    },
+).map(lambda d: json.dumps(d, allow_nan=True).encode())
+
+
+def _nested_event(depth: int, lists: bool) -> bytes:
+    inner = b"[" * depth + b"]" * depth if lists else b'{"k": ' * depth + b"1" + b"}" * depth
+    return b'{"event_type": "a.b", "payload": {"k": %s}, "timestamp": 1, "event_id": "e"}' % inner
+
+
+_nested = st.builds(_nested_event, st.integers(1, 3000), st.booleans())
+_foreign_line = (st.binary(max_size=60) | _event_like | _nested).map(
+    lambda b: b.replace(b"\n", b"")
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.none() | _foreign_line, max_size=12))
+def test_foreign_lines_never_hide_events_whatever_they_hold(lines: list[bytes | None]) -> None:
+    """Real events (None in ``lines``) between arbitrary foreign lines: every real
+    event is read, in order, and every other non-blank line is an event or counted."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.jsonl"
+        log = make_logger(path)
+        real: list[str] = []
+        for line in lines:
+            if line is None:
+                event = ev(len(real), "real.event")
+                real.append(event.event_id)
+                log.log_event(event)
+            else:
+                with open(path, "ab") as fb:
+                    fb.write(line + b"\n")
+        got = log.read_events(limit=None)
+        assert [e.event_id for e in got if e.event_id in real] == real[::-1]
+        written = sum(1 for line in lines if line is None or line.strip())
+        assert len(got) + log.get_stats()["last_read_skipped_lines"] == written
+        log.close()
 
 
 def test_corrupt_rotated_file_does_not_hide_other_files(tmp_path: Path) -> None:

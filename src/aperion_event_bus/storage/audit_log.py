@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from .._frozen import thaw
 from .._json import dumps
 from .._wiring import library_logger
-from ..errors import ConfigurationError, EventBusError
+from ..errors import ConfigurationError
 from ..events import ENVELOPE_FIELDS, Event
 
 __all__ = ["AuditLogger", "RedactorLike"]
@@ -376,7 +376,10 @@ class AuditLogger:
                 for line in iter_lines_reversed(fh, end):
                     try:
                         event = Event.from_jsonl(line)
-                    except (ValueError, TypeError, KeyError, EventBusError):
+                    except Exception:
+                        # any line that is not an event (bad JSON, nested past the
+                        # recursion limit, a number out of range, ...) is skipped and
+                        # counted: it must never hide the other events
                         skipped += 1
                         continue
                     if wanted(event):
