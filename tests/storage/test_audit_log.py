@@ -353,7 +353,8 @@ def test_invalid_configuration() -> None:
 
 def test_clear_removes_rotated_files_too(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    (tmp_path / "x.9.jsonl").write_text("left over from a larger max_files\n")
+    for n in (4, 5):  # x.4, x.5: left over from a larger max_files
+        (tmp_path / f"x.{n}.jsonl").write_text("left over from a larger max_files\n")
     (tmp_path / "other.jsonl").write_text("not ours\n")
     (tmp_path / "x.bak.jsonl").write_text("not a rotation\n")
     log = make_logger(path, max_size_bytes=300, max_files=3)
@@ -365,6 +366,41 @@ def test_clear_removes_rotated_files_too(tmp_path: Path) -> None:
     assert log.get_stats()["total_events_logged"] == 0
     log.log_event(ev(100))
     assert [e.payload["i"] for e in log.read_events()] == [100]
+
+
+def test_look_alike_files_are_neither_read_nor_cleared(tmp_path: Path) -> None:
+    """Only the names rotation writes are the logger's: x.1 ... x.{max_files}, and
+    leftovers of a larger max_files that run on from there without a gap."""
+    path = tmp_path / "x.jsonl"
+    foreign = ["x.20240101.jsonl", "x.01.jsonl", "x.0.jsonl", "x.7.jsonl", "x.1e3.jsonl"]
+    for name in foreign:  # each holds a valid event line
+        (tmp_path / name).write_text(ev(-1).to_jsonl() + "\n")
+    (tmp_path / "x.4.jsonl").write_text(ev(-2).to_jsonl() + "\n")  # a leftover: ours
+    log = make_logger(path, max_size_bytes=300, max_files=3)
+    for i in range(30):
+        log.log_event(ev(i))
+    got = [e.payload["i"] for e in log.read_events(limit=None)]
+    assert -1 not in got and got[-1] == -2
+    assert log.get_stats()["rotated_files"] == 4
+    assert log.clear() is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(foreign)
+
+
+def test_bus_clear_log_keeps_look_alike_files(tmp_path: Path) -> None:
+    from aperion_event_bus import EventBus
+
+    path = tmp_path / "ev.jsonl"
+    precious = tmp_path / "ev.20240101.jsonl"
+    precious.write_text(ev(-1).to_jsonl() + "\n")
+    bus = EventBus(event_log_path=str(path), max_log_size_bytes=2000, max_log_files=3)
+    try:
+        for i in range(50):
+            bus.emit("a.b", {"i": i})
+        assert all(e.payload["i"] >= 0 for e in bus.get_events(limit=1000))
+        assert bus.clear_log() is True
+        assert [p.name for p in tmp_path.iterdir()] == [precious.name]
+    finally:
+        bus.shutdown(2)
 
 
 # ---------------------------------------------------------------- reading far back

@@ -291,12 +291,19 @@ class AuditLogger:
         return path.with_name(f"{path.stem}.{index}{path.suffix}")
 
     def _rotated_files(self) -> list[Path]:
-        """Existing rotated files, newest (``.1``) first; includes leftovers beyond max_files."""
+        """Existing rotated files, newest (``.1``) first: the names rotation writes.
+
+        That is ``{stem}.{n}{suffix}`` with ``n`` in ``1..max_files`` written as
+        ``str(n)``, plus leftovers of an earlier, larger ``max_files``: ``n`` beyond
+        it while the numbers run on without a gap. Look-alikes such as
+        ``x.20240101.jsonl``, ``x.01.jsonl`` or ``x.0.jsonl`` are not the logger's:
+        never read, never deleted.
+        """
         path = self.log_path
         if path is None:
             return []
         prefix, suffix = f"{path.stem}.", path.suffix
-        found: list[tuple[int, Path]] = []
+        numbered: dict[int, Path] = {}
         try:
             candidates = list(path.parent.iterdir())
         except OSError:
@@ -306,10 +313,14 @@ class AuditLogger:
             if not name.startswith(prefix) or not name.endswith(suffix):
                 continue
             middle = name[len(prefix) : len(name) - len(suffix)] if suffix else name[len(prefix) :]
-            if middle.isdigit() and middle.isascii() and candidate.is_file():
-                found.append((int(middle), candidate))
-        found.sort()
-        return [p for _, p in found]
+            if middle.isascii() and middle.isdigit() and middle[0] != "0" and candidate.is_file():
+                numbered[int(middle)] = candidate
+        ours = [n for n in sorted(numbered) if n <= self.max_files]
+        n = self.max_files + 1
+        while n in numbered:
+            ours.append(n)
+            n += 1
+        return [numbered[n] for n in ours]
 
     def _warn_locked(self, message: str) -> None:
         now = time.monotonic()
@@ -428,7 +439,9 @@ class AuditLogger:
     # ------------------------------------------------------------------ housekeeping
 
     def clear(self) -> bool:
-        """Delete the log and all rotated files (or empty the memory buffer)."""
+        """Delete the log and its rotated files (the names ``_rotated_files`` lists:
+        a look-alike such as ``x.20240101.jsonl`` is left alone), or empty the
+        memory buffer."""
         with self._lock:
             self._memory.clear()
             self._logged = 0
