@@ -230,6 +230,21 @@ def test_unserialisable_payload_is_logged_in_fallback_form(tmp_path: Path) -> No
     assert log.get_stats()["total_events_logged"] == 2
 
 
+def test_a_lone_surrogate_is_logged_and_read_back(tmp_path: Path) -> None:
+    """A string with no UTF-8 form is written as its JSON escape (the line stays valid
+    JSON), not dropped with a UnicodeEncodeError."""
+    path = tmp_path / "x.jsonl"
+    log = make_logger(path)
+    log.log_event(ev(1, s="a \ud800 b", nested={"k \udfff": ["\udc80"]}))
+    log.log_event(ev(2))
+    assert b"\\ud800" in path.read_bytes()
+    got = log.read_events()
+    assert [e.payload["i"] for e in got] == [2, 1]
+    assert got[1].payload["s"] == "a \ud800 b"
+    assert got[1].payload["nested"] == {"k \udfff": ["\udc80"]}
+    assert log.get_stats()["write_errors"] == 0
+
+
 def test_huge_unserialisable_repr_is_truncated(tmp_path: Path) -> None:
     log = make_logger(tmp_path / "a.jsonl")
 

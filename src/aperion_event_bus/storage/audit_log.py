@@ -16,6 +16,8 @@ and source with the redaction engine. Guarantees:
   not events (a torn last line after a crash, foreign text) are skipped and
   counted; they never hide other events. A torn last line is also terminated
   before the next append so it cannot swallow the next event.
+* A string with no UTF-8 form (a lone surrogate such as ``"\\ud800"``) is written
+  as its JSON escape, so the line stays valid and reads back as logged.
 * A payload that cannot be written as JSON even after redaction is logged in a
   fallback form instead of being dropped: the payload becomes
   ``{"_unserialisable": "<redacted repr, truncated>", "_error": "<type: message>"}``
@@ -206,7 +208,9 @@ class AuditLogger:
                 self._logged += 1
             return
         line, fallback = redacted_record(event, self.redactor)
-        data = (line + "\n").encode("utf-8")
+        # A lone surrogate (no UTF-8 form) can only stand inside a JSON string, where
+        # "backslashreplace" writes its JSON escape (\ud800): the line stays valid.
+        data = (line + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
             if fallback:
                 self._fallbacks += 1
