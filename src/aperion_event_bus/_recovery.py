@@ -8,7 +8,7 @@ one handler. Both are called through the ``EventBus`` methods of the same names.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from .dispatch import Dispatcher, _resolve
 from .durable import _replaying
 from .errors import ValidationError
 from .events import Event
+from .patterns import compile_pattern
 from .subscriptions import Subscription
 
 if TYPE_CHECKING:
@@ -74,8 +75,13 @@ async def replay(
     to: Subscription | Callable[..., Any],
 ) -> int:
     """See ``EventBus.replay``."""
+    keep: Callable[[str], bool] | None = None  # a check the store's filter cannot do
     if isinstance(to, Subscription):
         sub = to
+        if types is None:  # the store filters by the subscription's own patterns
+            types = sorted(sub.event_types)
+        elif "*" not in sub.event_types:  # both must match: the subscription's in Python
+            keep = _any_of(sub.event_types)
     elif callable(to):
         sub = Subscription(to, ["*"], weak=False)
     else:
@@ -90,7 +96,10 @@ async def replay(
     ctx.run(_replaying.set, True)
     count = 0
     on_loop = d.on_loop_thread()  # this task stays on its loop
-    async for events in store.aiter_pages(since, until, types, correlation_id):
+    async for page in store.aiter_pages(since, until, types, correlation_id):
+        events = page if keep is None else [e for e in page if keep(e.event_type)]
+        if not events:
+            continue
         if sub.is_async:
             for event in events:
                 call = d.call_async(sub, handler, event, ctx)
@@ -116,6 +125,12 @@ async def replay(
                 _log_replay_failure(bus, sub, event, error)
             count += len(errors)
     return count
+
+
+def _any_of(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A predicate: does an event type match one of ``patterns`` (active or not)."""
+    matchers = [compile_pattern(p) for p in patterns]
+    return lambda event_type: any(m(event_type) for m in matchers)
 
 
 def _call_sync_page(

@@ -1005,6 +1005,9 @@ class EventBus:
         """Deliver stored events (publish order, filtered as in ``stored_events``) to one
         handler or subscription, one at a time; returns how many were delivered.
 
+        A ``Subscription`` gets only the events its own patterns match (and ``types``,
+        when given, too), whether or not it is active.
+
         Inside the handler ``is_replay()`` is True. Replays are not tracked (no
         attempt, no ack) and a handler failure is logged, not dead-lettered.
         """

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aperion_event_bus._accel import speedups
+from aperion_event_bus.errors import SerializationError
 from aperion_event_bus.events import Event
 from aperion_event_bus.storage.sqlite import SQLiteStore
 
@@ -129,7 +130,7 @@ async def test_an_unstorable_string_fails_only_its_own_append(store: SQLiteStore
     results = await asyncio.gather(
         store.append(good, ["a"]), store.append(bad, ["a"]), return_exceptions=True
     )
-    assert results[0] is None and isinstance(results[1], UnicodeEncodeError)
+    assert results[0] is None and isinstance(results[1], SerializationError)
     assert pending(store, "a") == [good.event_id]
 
 
@@ -245,23 +246,26 @@ def test_correlation_id_equal_to_the_event_id_and_non_ascii_fields() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields",
+    ("fields", "path"),
     [
-        {"payload": {"s": "\udfff"}},
-        {"payload": {"key \ud800": 1}},
-        {"payload": {"nested": ["ok", {"x": "\ud83d"}]}},
-        {"payload": {"nan": float("nan"), "s": "\ud800"}},  # dumps path too
-        {"source": "\ud800"},
-        {"event_id": "evt_\udc00"},
+        ({"payload": {"s": "\udfff"}}, "payload['s']"),
+        ({"payload": {"key \ud800": 1}}, "payload (a key)"),
+        ({"payload": {"nested": ["ok", {"x": "\ud83d"}]}}, "payload['nested'][1]['x']"),
+        ({"payload": {"nan": float("nan"), "s": "\ud800"}}, "payload['s']"),  # dumps path too
+        ({"source": "\ud800"}, "source"),
+        ({"event_id": "evt_\udc00"}, "event_id"),
     ],
 )
-def test_a_lone_surrogate_anywhere_is_refused(fields: dict[str, object]) -> None:
+def test_a_lone_surrogate_anywhere_is_refused(fields: dict[str, object], path: str) -> None:
     from aperion_event_bus.storage._append import _encode
 
     payload = fields.pop("payload", {"n": 1})
     event = as_read("data.stored", payload, **fields)  # type: ignore[arg-type]
-    with pytest.raises(UnicodeEncodeError):
+    with pytest.raises(SerializationError) as info:
         _encode([Event("data.stored", {"n": 0}), event])
+    assert info.value.path == path
+    assert info.value.__cause__ is None  # the UnicodeEncodeError holds the whole run's text
+    str(info.value).encode("utf-8")  # the message itself can be logged
 
 
 async def test_nan_and_recursing_payloads_fail_or_fall_back_per_append(store: SQLiteStore) -> None:

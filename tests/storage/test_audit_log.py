@@ -230,6 +230,21 @@ def test_unserialisable_payload_is_logged_in_fallback_form(tmp_path: Path) -> No
     assert log.get_stats()["total_events_logged"] == 2
 
 
+def test_a_lone_surrogate_is_logged_and_read_back(tmp_path: Path) -> None:
+    """A string with no UTF-8 form is written as its JSON escape (the line stays valid
+    JSON), not dropped with a UnicodeEncodeError."""
+    path = tmp_path / "x.jsonl"
+    log = make_logger(path)
+    log.log_event(ev(1, s="a \ud800 b", nested={"k \udfff": ["\udc80"]}))
+    log.log_event(ev(2))
+    assert b"\\ud800" in path.read_bytes()
+    got = log.read_events()
+    assert [e.payload["i"] for e in got] == [2, 1]
+    assert got[1].payload["s"] == "a \ud800 b"
+    assert got[1].payload["nested"] == {"k \udfff": ["\udc80"]}
+    assert log.get_stats()["write_errors"] == 0
+
+
 def test_huge_unserialisable_repr_is_truncated(tmp_path: Path) -> None:
     log = make_logger(tmp_path / "a.jsonl")
 
@@ -353,7 +368,8 @@ def test_invalid_configuration() -> None:
 
 def test_clear_removes_rotated_files_too(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
-    (tmp_path / "x.9.jsonl").write_text("left over from a larger max_files\n")
+    for n in (4, 5):  # x.4, x.5: left over from a larger max_files
+        (tmp_path / f"x.{n}.jsonl").write_text("left over from a larger max_files\n")
     (tmp_path / "other.jsonl").write_text("not ours\n")
     (tmp_path / "x.bak.jsonl").write_text("not a rotation\n")
     log = make_logger(path, max_size_bytes=300, max_files=3)
@@ -365,6 +381,41 @@ def test_clear_removes_rotated_files_too(tmp_path: Path) -> None:
     assert log.get_stats()["total_events_logged"] == 0
     log.log_event(ev(100))
     assert [e.payload["i"] for e in log.read_events()] == [100]
+
+
+def test_look_alike_files_are_neither_read_nor_cleared(tmp_path: Path) -> None:
+    """Only the names rotation writes are the logger's: x.1 ... x.{max_files}, and
+    leftovers of a larger max_files that run on from there without a gap."""
+    path = tmp_path / "x.jsonl"
+    foreign = ["x.20240101.jsonl", "x.01.jsonl", "x.0.jsonl", "x.7.jsonl", "x.1e3.jsonl"]
+    for name in foreign:  # each holds a valid event line
+        (tmp_path / name).write_text(ev(-1).to_jsonl() + "\n")
+    (tmp_path / "x.4.jsonl").write_text(ev(-2).to_jsonl() + "\n")  # a leftover: ours
+    log = make_logger(path, max_size_bytes=300, max_files=3)
+    for i in range(30):
+        log.log_event(ev(i))
+    got = [e.payload["i"] for e in log.read_events(limit=None)]
+    assert -1 not in got and got[-1] == -2
+    assert log.get_stats()["rotated_files"] == 4
+    assert log.clear() is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(foreign)
+
+
+def test_bus_clear_log_keeps_look_alike_files(tmp_path: Path) -> None:
+    from aperion_event_bus import EventBus
+
+    path = tmp_path / "ev.jsonl"
+    precious = tmp_path / "ev.20240101.jsonl"
+    precious.write_text(ev(-1).to_jsonl() + "\n")
+    bus = EventBus(event_log_path=str(path), max_log_size_bytes=2000, max_log_files=3)
+    try:
+        for i in range(50):
+            bus.emit("a.b", {"i": i})
+        assert all(e.payload["i"] >= 0 for e in bus.get_events(limit=1000))
+        assert bus.clear_log() is True
+        assert [p.name for p in tmp_path.iterdir()] == [precious.name]
+    finally:
+        bus.shutdown(2)
 
 
 # ---------------------------------------------------------------- reading far back
@@ -406,6 +457,12 @@ def test_torn_last_line_is_skipped_and_does_not_swallow_the_next_event(tmp_path:
     assert lines_of(path)[2] == torn
 
 
+_DEEP = b'{"event_type": "a.b", "payload": {"k": %s%s}, "timestamp": 1, "event_id": "e"}\n' % (
+    b"[" * 1200,
+    b"]" * 1200,
+)
+
+
 def test_foreign_lines_never_hide_events(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     log = make_logger(path)
@@ -419,11 +476,67 @@ def test_foreign_lines_never_hide_events(tmp_path: Path) -> None:
         fh.write("\xff\xfe not utf-8 either? \n")
     with open(path, "ab") as fb:
         fb.write(b"\xff\xfe\x00garbage\n")
+        fb.write(_DEEP)  # nested deeper than the JSON parser's recursion limit
+        fb.write(b'{"event_type": "a.b", "payload": {}, "timestamp": 1%s, "event_id": "e"}\n' % (
+            b"0" * 400  # too large for a float
+        ))
     log.log_event(ev(2))
     assert [e.payload["i"] for e in log.read_events()] == [2, 1]
     stats = log.get_stats()
-    assert stats["last_read_skipped_lines"] == 6
-    assert stats["skipped_lines"] == 6
+    assert stats["last_read_skipped_lines"] == 8
+    assert stats["skipped_lines"] == 8
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.just(10**400) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+_event_like = st.fixed_dictionaries(
+    {"event_type": st.sampled_from(["a.b", "", 5]) | _json_values, "payload": _json_values},
+    optional={
+        "timestamp": st.just(1.0) | _json_values,
+        "event_id": st.just("evt_x") | _json_values,
+        "correlation_id": _json_values,
+    },
+).map(lambda d: json.dumps(d, allow_nan=True).encode())
+
+
+def _nested_event(depth: int, lists: bool) -> bytes:
+    inner = b"[" * depth + b"]" * depth if lists else b'{"k": ' * depth + b"1" + b"}" * depth
+    return b'{"event_type": "a.b", "payload": {"k": %s}, "timestamp": 1, "event_id": "e"}' % inner
+
+
+_nested = st.builds(_nested_event, st.integers(1, 3000), st.booleans())
+_foreign_line = (st.binary(max_size=60) | _event_like | _nested).map(
+    lambda b: b.replace(b"\n", b"")
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.none() | _foreign_line, max_size=12))
+def test_foreign_lines_never_hide_events_whatever_they_hold(lines: list[bytes | None]) -> None:
+    """Real events (None in ``lines``) between arbitrary foreign lines: every real
+    event is read, in order, and every other non-blank line is an event or counted."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.jsonl"
+        log = make_logger(path)
+        real: list[str] = []
+        for line in lines:
+            if line is None:
+                event = ev(len(real), "real.event")
+                real.append(event.event_id)
+                log.log_event(event)
+            else:
+                with open(path, "ab") as fb:
+                    fb.write(line + b"\n")
+        got = log.read_events(limit=None)
+        assert [e.event_id for e in got if e.event_id in real] == real[::-1]
+        written = sum(1 for line in lines if line is None or line.strip())
+        assert len(got) + log.get_stats()["last_read_skipped_lines"] == written
+        log.close()
 
 
 def test_corrupt_rotated_file_does_not_hide_other_files(tmp_path: Path) -> None:

@@ -219,6 +219,40 @@ async def test_replay_filters_and_marks_replay(tmp_path: Path) -> None:
     await bus.close()
 
 
+async def test_replay_to_a_subscription_delivers_only_what_it_matches(tmp_path: Path) -> None:
+    """``to=Subscription``: its own patterns filter (with ``types`` too, both must
+    match; also when the subscription is paused); the count is what was delivered."""
+    from aperion_event_bus.subscriptions import Subscription
+
+    store = SQLiteStore(tmp_path / "sub.db").open()
+    kinds = ["order.created", "user.created", "order.paid", "user.profile.updated"]
+    store.append_many_sync([Event(t, {"n": i}) for i, t in enumerate(kinds)])
+    bus = EventBus(store=store)
+    got: list[int] = []
+
+    def sync_to(event: Event) -> None:
+        got.append(event.payload["n"])
+
+    async def async_to(event: Event) -> None:
+        got.append(event.payload["n"])
+
+    for handler in (sync_to, async_to):
+        orders = Subscription(handler, ["order.*"], weak=False)
+        assert await bus.replay(to=orders) == 2
+        assert got == [0, 2]
+        got.clear()
+        assert await bus.replay(types=["*.created"], to=orders) == 1
+        assert got == [0]
+        got.clear()
+        two = Subscription(handler, ["user.*.updated", "order.paid"], weak=False, active=False)
+        assert await bus.replay(types=["user.*", "order.*"], to=two) == 2
+        assert got == [2, 3]
+        got.clear()
+        assert await bus.replay(types=["user.created"], to=orders) == 0
+        assert got == []
+    await bus.close()
+
+
 async def test_replay_over_several_pages_in_order_with_failures_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from aperion_event_bus import Event, EventBus
+from aperion_event_bus.errors import SerializationError
 from aperion_event_bus.storage._batch import BATCH_LIMIT
 from aperion_event_bus.storage.sqlite import SQLiteStore, StoreError
 
@@ -115,19 +116,49 @@ async def test_cancelling_waiters_twice_still_settles_the_rest(tmp_path: Path) -
 
 
 async def test_an_unstorable_payload_fails_only_its_own_publish(tmp_path: Path) -> None:
+    """A lone surrogate (no UTF-8 form) fails its publish with a SerializationError
+    naming where it is; the other publishes of the batch commit."""
     bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
     results = await asyncio.gather(
         bus.publish("a.b", {"n": 1}),
         bus.publish("a.b", {"s": "\ud800"}),
         bus.publish("a.b", {"n": 2}),
+        bus.publish("a.b", {"a": [1, {"b": "ok \udcff"}]}),
         return_exceptions=True,
     )
-    assert isinstance(results[1], UnicodeEncodeError)
+    assert isinstance(results[1], SerializationError)
+    assert results[1].path == "payload['s']"
+    assert "payload['s']" in str(results[1]) and "surrogate" in str(results[1])
+    assert isinstance(results[3], SerializationError)
+    assert results[3].path == "payload['a'][1]['b']"
     assert bus.store is not None
     for r in (results[0], results[2]):
         assert bus.store.get_event(r.event.event_id) is not None  # type: ignore[union-attr]
     assert bus.store.count_events() == 2
     await bus.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"payload": {"\ud800": 1}}, "payload (a key)"),
+        ({"source": "svc-\ud800"}, "source"),
+        ({"correlation_id": "c\udfff"}, "correlation_id"),
+    ],
+)
+async def test_store_append_names_where_the_unstorable_string_is(
+    store: SQLiteStore, fields: dict[str, Any], path: str
+) -> None:
+    event = Event("a.b", fields.pop("payload", {"n": 1}), **fields)
+    with pytest.raises(SerializationError) as info:
+        await store.append(event)
+    assert info.value.path == path
+    assert event.event_id in str(info.value)
+    with pytest.raises(SerializationError):
+        store.append_many_sync([Event("a.b", {}), event])  # one op: both events fail
+    assert store.count_events() == 0
+    await store.append(Event("a.b", {}))
+    assert store.count_events() == 1
 
 
 async def publish_with_one_marked_failure(bus: EventBus) -> list[tuple[str, BaseException | None]]:

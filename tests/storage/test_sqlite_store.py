@@ -21,6 +21,7 @@ import pytest
 
 from aperion_event_bus.errors import ConfigurationError, EventBusError
 from aperion_event_bus.events import Event
+from aperion_event_bus.storage import _retention
 from aperion_event_bus.storage._schema import APPLICATION_ID, SCHEMA_VERSION
 from aperion_event_bus.storage.sqlite import (
     CompactionReport,
@@ -424,6 +425,47 @@ async def test_forced_compaction_logs_and_counts(
     assert store.pending_count() == 0
     assert "unacknowledged" in caplog.text
     assert secret not in caplog.text
+
+
+async def test_forced_compaction_counts_deliveries_that_arrive_while_it_runs(
+    store: SQLiteStore,
+    db_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deliveries appended between the chunks of a forced compaction (new events with
+    old timestamps, and new names on already stored ones) are deleted with their
+    event, in its transaction, and counted: no orphan rows, no uncounted loss."""
+    monkeypatch.setattr(_retention, "CHUNK", 100)  # many commits for appends to fall between
+    old_ts = time.time() - 1000
+    old = [Event("old.event", {"i": i}, timestamp=old_ts) for i in range(3000)]
+    await store.append_many(old, ["a"])
+    with caplog.at_level(logging.WARNING, logger="aperion_event_bus.storage"):
+        compaction = asyncio.ensure_future(store.acompact(max_age_seconds=100, force=True))
+        late: list[Event] = []
+        while not compaction.done():
+            late.append(Event("late.event", {"k": len(late)}, timestamp=old_ts))
+            await store.append(late[-1], ["a"])
+            await store.append(old[-1 - len(late)], ["b"])  # a stored event, a new name
+        report = await compaction
+    assert any(store.get_event(e.event_id) is None for e in late)  # some came before their chunk
+    with sqlite3.connect(db_path) as conn:
+        orphans = conn.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE seq NOT IN (SELECT seq FROM events)"
+        ).fetchone()[0]
+    assert orphans == 0
+    assert store.pending_count() == len(store.pending_deliveries("a")) + len(
+        store.pending_deliveries("b")
+    )
+    added = len(old) + 2 * len(late)
+    assert report.forced_deliveries == added - store.pending_count()
+    assert report.forced_events == report.deleted_events  # every event had a delivery
+    warnings = [r.args for r in caplog.records if "unacknowledged" in r.getMessage()]
+    assert isinstance(warnings[0], tuple)
+    assert [sum(n) for n in zip(*warnings, strict=True)] == [
+        report.forced_events,
+        report.forced_deliveries,
+    ]
 
 
 async def test_compaction_by_size_deletes_oldest_acknowledged(store: SQLiteStore) -> None:

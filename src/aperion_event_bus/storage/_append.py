@@ -20,15 +20,17 @@ otherwise each (event id, name) pair is looked up through the event id index.
 
 from __future__ import annotations
 
+import enum
 import json.encoder
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
 from typing import Any
 
 from .._accel import speedups
 from .._json import dumps, json_default, make_encoder
-from ..events import Event
+from ..errors import SerializationError
+from ..events import ENVELOPE_FIELDS, Event
 
 __all__ = ["append", "encode_checked", "insert_bodies_sql"]
 
@@ -138,7 +140,9 @@ def encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
     ``dumps`` call), and whether it is known to hold no NaN or infinity (true for
     ``_envelopes``' text).
 
-    Raises if one cannot be encoded, or cannot be stored (a lone surrogate)."""
+    Raises if one cannot be encoded, or cannot be stored: ``SerializationError``
+    naming the event and where its string without a UTF-8 form (a lone
+    surrogate) is."""
     text = None
     finite = False
     if _payload_encoder is not None:
@@ -150,8 +154,61 @@ def encode_checked(events: Sequence[Event]) -> tuple[str, bool]:
     if text is None:
         text = dumps([event._json_fields() for event in events])
     if not text.isascii():
-        text.encode("utf-8")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # not chained: the UnicodeEncodeError holds the text of the whole run
+            raise unstorable_text_error(events, exc) from None
     return text, finite
+
+
+def unstorable_text_error(events: Sequence[Event], exc: UnicodeEncodeError) -> SerializationError:
+    """The error for text with no UTF-8 form, naming the first event and field (or
+    payload path) holding such a string. Only the failure path pays for the search."""
+    for event in events:
+        for field in ENVELOPE_FIELDS:
+            path = _unencodable_path(getattr(event, field), field)
+            if path is not None:
+                return SerializationError(
+                    f"event {event.event_id!r}: {path} holds a string with no UTF-8 form "
+                    "(a lone surrogate such as '\\ud800', e.g. from bytes decoded with "
+                    "errors='surrogateescape'), which the store cannot keep; replace it "
+                    "before publishing (s.encode('utf-8', 'replace').decode())",
+                    path,
+                )
+    return SerializationError(f"an event cannot be stored as UTF-8: {exc}")
+
+
+def _unencodable_path(value: Any, path: str) -> str | None:
+    """Where in ``value`` (a frozen payload or a field) a str has no UTF-8 form."""
+    if isinstance(value, str):
+        return None if _encodes(value) else path
+    children: Any
+    if isinstance(value, Mapping):
+        if any(isinstance(key, str) and not _encodes(key) for key in value):
+            return f"{path} (a key)"
+        children = ((f"{path}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        children = ((f"{path}[{i}]", item) for i, item in enumerate(value))
+    elif isinstance(value, (set, frozenset)):
+        children = ((f"{path}{{...}}", item) for item in value)
+    elif isinstance(value, enum.Enum):
+        children = ((path, value.value),)
+    else:
+        return None
+    for child_path, item in children:
+        found = _unencodable_path(item, child_path)
+        if found is not None:
+            return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _encode(events: Sequence[Event]) -> str:

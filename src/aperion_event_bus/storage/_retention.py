@@ -2,9 +2,13 @@
 
 An event that still has an unacknowledged delivery is never deleted unless the
 compaction is forced; then its pending deliveries go too, a warning is logged on
-``aperion_event_bus.storage`` and the report counts them. Work is done in chunks
-of ``CHUNK`` events, one chunk per writer batch, so a large compaction never
-holds up appends for long.
+``aperion_event_bus.storage`` (one per chunk that dropped any, so a compaction cut
+short by ``close()`` or a failed commit has logged every loss it committed) and the
+report counts them. Work is done in chunks of ``CHUNK`` events, one chunk per
+writer batch, so a large compaction never holds up appends for long. Appends land between the chunks, so each chunk decides
+again, in its own transaction, which of its events are pending: a forced chunk
+deletes the deliveries of exactly the events it deletes (also those that arrived
+after the compaction started), and an unforced one skips the pending events.
 
 Sizes are the UTF-8 length of each event's stored JSON (``events.size``); the
 file itself does not shrink (SQLite reuses the freed pages).
@@ -25,6 +29,17 @@ logger = library_logger("aperion_event_bus.storage")
 
 CHUNK = 2000
 _NOT_PENDING = "seq NOT IN (SELECT seq FROM deliveries)"
+# ``{verb}`` the deliveries of a chunk's events (parameters: the chunk's seq range
+# twice, then the phase's). The key is (name, seq): the few names are found by
+# skipping through the key (one lookup per name), then each name's seq range is
+# read, never the whole table. (No RETURNING: it needs SQLite 3.35.)
+_CHUNK_DELIVERIES = (
+    "WITH RECURSIVE names(name) AS (SELECT MIN(name) FROM deliveries UNION ALL "
+    "SELECT (SELECT MIN(name) FROM deliveries WHERE name > names.name) FROM names "
+    "WHERE names.name IS NOT NULL) "
+    "{verb} FROM deliveries WHERE name IN (SELECT name FROM names) AND seq BETWEEN ? AND ? "
+    "AND seq IN (SELECT seq FROM events WHERE seq BETWEEN ? AND ? AND {where})"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +82,6 @@ class CompactionJob:
         )
         self._kept: set[int] = set()
         self._over_budget = False
-        self.partial_result: CompactionReport | None = None
 
     def step(self, conn: sqlite3.Connection) -> CompactionReport | None:
         """Do one chunk of work; return the report when finished, else None."""
@@ -76,7 +90,6 @@ class CompactionJob:
                 self._begin_phase(conn)
                 continue
             if self._delete_chunk(conn):
-                self.partial_result = self._report(None)
                 return None
             self._where = None
             self._phase = "size" if self._phase == "age" else "done"
@@ -113,41 +126,62 @@ class CompactionJob:
         self._set_target(conn, "seq <= ?", (last,))
 
     def _set_target(self, conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> None:
-        pending = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT DISTINCT seq FROM deliveries WHERE seq IN (SELECT seq FROM events WHERE {where})",
-                params,
+        """Start deleting the events matching ``where`` (the pending ones only if forced:
+        their deliveries are dropped chunk by chunk, see ``_delete_chunk``)."""
+        if not self.force:
+            self._kept.update(
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT seq FROM deliveries "
+                    f"WHERE seq IN (SELECT seq FROM events WHERE {where})",
+                    params,
+                )
             )
-        ]
-        if pending and self.force:
-            removed = conn.execute(
-                f"DELETE FROM deliveries WHERE seq IN (SELECT seq FROM events WHERE {where})",
-                params,
-            ).rowcount
-            self._counts["forced_events"] += len(pending)
-            self._counts["forced_deliveries"] += removed
-        elif pending:
-            self._kept.update(pending)
         self._where = where if self.force else f"{where} AND {_NOT_PENDING}"
         self._params = params
 
     def _delete_chunk(self, conn: sqlite3.Connection) -> bool:
-        """Delete up to CHUNK matching events (oldest first); False when none matched."""
+        """Delete up to CHUNK matching events (oldest first) and, when forced, their
+        pending deliveries, in this transaction; False when none matched."""
         assert self._where is not None
-        count, size, last = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), MAX(seq) FROM "
+        count, size, first, last = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(seq), MAX(seq) FROM "
             f"(SELECT seq, size FROM events WHERE {self._where} ORDER BY seq LIMIT {CHUNK})",
             self._params,
         ).fetchone()
         if not count:
             return False
-        conn.execute(f"DELETE FROM events WHERE seq <= ? AND {self._where}", (last, *self._params))
+        params = (first, last, *self._params)
+        if self.force:
+            self._drop_deliveries(conn, (first, last, *params))
+        conn.execute(f"DELETE FROM events WHERE seq BETWEEN ? AND ? AND {self._where}", params)
         self._counts["deleted_events"] += count
         self._counts["deleted_bytes"] += size
         return True
 
+    def _drop_deliveries(self, conn: sqlite3.Connection, params: tuple[Any, ...]) -> None:
+        """Delete, count and log the pending deliveries of the chunk's events."""
+        where = self._where
+        count = _CHUNK_DELIVERIES.format(verb="SELECT COUNT(*), COUNT(DISTINCT seq)", where=where)
+        deliveries, events = conn.execute(count, params).fetchone()
+        if not deliveries:
+            return
+        conn.execute(_CHUNK_DELIVERIES.format(verb="DELETE", where=where), params)
+        self._counts["forced_events"] += events
+        self._counts["forced_deliveries"] += deliveries
+        logger.warning(
+            "retention deleted %d events that still had %d unacknowledged deliveries "
+            "(force=True); those deliveries will not be redelivered",
+            events,
+            deliveries,
+        )
+
     # -- results ---------------------------------------------------------------
+
+    @property
+    def partial_result(self) -> CompactionReport:
+        """The report of a job the writer's close cut short (remaining counts -1)."""
+        return self._report(None)
 
     def _report(self, conn: sqlite3.Connection | None) -> CompactionReport:
         """The report so far; without ``conn`` (an interrupted job) remaining counts are -1."""
@@ -167,13 +201,6 @@ class CompactionJob:
 
     def _finish(self, conn: sqlite3.Connection) -> CompactionReport:
         report = self._report(conn)
-        if report.forced_events:
-            logger.warning(
-                "retention deleted %d events that still had %d unacknowledged deliveries "
-                "(force=True); those deliveries will not be redelivered",
-                report.forced_events,
-                report.forced_deliveries,
-            )
         if report.over_budget:
             logger.warning(
                 "retention could not bring the event store under max_bytes=%d: %d events "

@@ -16,6 +16,8 @@ and source with the redaction engine. Guarantees:
   not events (a torn last line after a crash, foreign text) are skipped and
   counted; they never hide other events. A torn last line is also terminated
   before the next append so it cannot swallow the next event.
+* A string with no UTF-8 form (a lone surrogate such as ``"\\ud800"``) is written
+  as its JSON escape, so the line stays valid and reads back as logged.
 * A payload that cannot be written as JSON even after redaction is logged in a
   fallback form instead of being dropped: the payload becomes
   ``{"_unserialisable": "<redacted repr, truncated>", "_error": "<type: message>"}``
@@ -41,7 +43,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from .._frozen import thaw
 from .._json import dumps
 from .._wiring import library_logger
-from ..errors import ConfigurationError, EventBusError
+from ..errors import ConfigurationError
 from ..events import ENVELOPE_FIELDS, Event
 
 __all__ = ["AuditLogger", "RedactorLike"]
@@ -206,7 +208,9 @@ class AuditLogger:
                 self._logged += 1
             return
         line, fallback = redacted_record(event, self.redactor)
-        data = (line + "\n").encode("utf-8")
+        # A lone surrogate (no UTF-8 form) can only stand inside a JSON string, where
+        # "backslashreplace" writes its JSON escape (\ud800): the line stays valid.
+        data = (line + "\n").encode("utf-8", "backslashreplace")
         with self._lock:
             if fallback:
                 self._fallbacks += 1
@@ -291,12 +295,19 @@ class AuditLogger:
         return path.with_name(f"{path.stem}.{index}{path.suffix}")
 
     def _rotated_files(self) -> list[Path]:
-        """Existing rotated files, newest (``.1``) first; includes leftovers beyond max_files."""
+        """Existing rotated files, newest (``.1``) first: the names rotation writes.
+
+        That is ``{stem}.{n}{suffix}`` with ``n`` in ``1..max_files`` written as
+        ``str(n)``, plus leftovers of an earlier, larger ``max_files``: ``n`` beyond
+        it while the numbers run on without a gap. Look-alikes such as
+        ``x.20240101.jsonl``, ``x.01.jsonl`` or ``x.0.jsonl`` are not the logger's:
+        never read, never deleted.
+        """
         path = self.log_path
         if path is None:
             return []
         prefix, suffix = f"{path.stem}.", path.suffix
-        found: list[tuple[int, Path]] = []
+        numbered: dict[int, Path] = {}
         try:
             candidates = list(path.parent.iterdir())
         except OSError:
@@ -306,10 +317,14 @@ class AuditLogger:
             if not name.startswith(prefix) or not name.endswith(suffix):
                 continue
             middle = name[len(prefix) : len(name) - len(suffix)] if suffix else name[len(prefix) :]
-            if middle.isdigit() and middle.isascii() and candidate.is_file():
-                found.append((int(middle), candidate))
-        found.sort()
-        return [p for _, p in found]
+            if middle.isascii() and middle.isdigit() and middle[0] != "0" and candidate.is_file():
+                numbered[int(middle)] = candidate
+        ours = [n for n in sorted(numbered) if n <= self.max_files]
+        n = self.max_files + 1
+        while n in numbered:
+            ours.append(n)
+            n += 1
+        return [numbered[n] for n in ours]
 
     def _warn_locked(self, message: str) -> None:
         now = time.monotonic()
@@ -376,7 +391,10 @@ class AuditLogger:
                 for line in iter_lines_reversed(fh, end):
                     try:
                         event = Event.from_jsonl(line)
-                    except (ValueError, TypeError, KeyError, EventBusError):
+                    except Exception:
+                        # any line that is not an event (bad JSON, nested past the
+                        # recursion limit, a number out of range, ...) is skipped and
+                        # counted: it must never hide the other events
                         skipped += 1
                         continue
                     if wanted(event):
@@ -425,7 +443,9 @@ class AuditLogger:
     # ------------------------------------------------------------------ housekeeping
 
     def clear(self) -> bool:
-        """Delete the log and all rotated files (or empty the memory buffer)."""
+        """Delete the log and its rotated files (the names ``_rotated_files`` lists:
+        a look-alike such as ``x.20240101.jsonl`` is left alone), or empty the
+        memory buffer."""
         with self._lock:
             self._memory.clear()
             self._logged = 0
