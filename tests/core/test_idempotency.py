@@ -32,22 +32,26 @@ def test_the_maxsize_most_recently_used_ids_are_always_held(
         seen = LRUSeen(maxsize)
     reference: OrderedDict[str, None] = OrderedDict()  # an exact LRU of maxsize ids
     added: set[str] = set()
+
+    def use(event_id: str) -> None:
+        reference[event_id] = None
+        reference.move_to_end(event_id)
+        while len(reference) > maxsize:
+            reference.popitem(last=False)
+
     for op, n in ops:
         event_id = f"e{n}"
         if op == "add":
             seen.add(event_id)
             added.add(event_id)
-            reference[event_id] = None
-            reference.move_to_end(event_id)
-            while len(reference) > maxsize:
-                reference.popitem(last=False)
+            use(event_id)
         else:
             found = event_id in seen
             assert found == _holds(seen, event_id)
-            if event_id in reference:
-                assert found
-                reference.move_to_end(event_id)
+            assert found or event_id not in reference
             assert not found or event_id in added
+            if found:  # a hit counts as use, also of an id held beyond the maxsize newest
+                use(event_id)
         for kept in reference:
             assert _holds(seen, kept), kept
         held = seen._young.union(*seen._old)
