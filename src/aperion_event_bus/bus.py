@@ -131,6 +131,8 @@ class EventBus:
         # matched subscriptions (the registry's cached tuple) -> their durable names;
         # cleared whenever _durable changes
         self._names_of: dict[tuple[Subscription, ...], tuple[str, ...]] = {}
+        # (event id, subscription id) -> DLQ retries running now (see _retry_now)
+        self._retrying: dict[tuple[str, str], int] = {}
         self._audit: AuditSink | None = None
         if enable_audit and event_log_path is not None:
             from .storage.audit_log import AuditLogger
@@ -1117,8 +1119,36 @@ class EventBus:
         """Run only the subscription that failed ``event`` again (used by the DLQ).
 
         Looks the subscription up by id, else by handler name; True if it succeeded.
-        The failure, if any, is logged but not re-reported to the DLQ.
+        The failure, if any, is logged but not re-reported (no new DLQ entry, no
+        ``system.handler_error``). It waits for the handler: on a thread running an
+        event loop it raises EventBusError; use ``await bus.aretry_delivery(...)``.
         """
+        if running_loop() is not None:
+            raise EventBusError(
+                "retry_delivery() was called on a thread running an event loop, where "
+                "waiting for the handler would block the loop (and never finish on the bus's "
+                "own loop); use `await bus.aretry_delivery(...)` (`await dlq.aretry(...)`)"
+            )
+        return self._retry_now(event, subscription_id, handler_name)
+
+    async def aretry_delivery(
+        self,
+        event: Event,
+        *,
+        subscription_id: str | None = None,
+        handler_name: str | None = None,
+    ) -> bool:
+        """``retry_delivery`` for async code, on any event loop (the bus's own included).
+
+        The same lookup and run, in a worker thread that waits for the handler while
+        this task awaits it (async handlers still run on the bus loop)."""
+        self._ensure_loop()  # an unbound bus binds to this loop, not to a thread of its own
+        return await asyncio.to_thread(self._retry_now, event, subscription_id, handler_name)
+
+    def _retry_now(
+        self, event: Event, subscription_id: str | None, handler_name: str | None
+    ) -> bool:
+        """The retry itself, on a thread without a running loop."""
         subs: tuple[Subscription, ...] = ()
         if subscription_id is not None:
             sub = self._registry.get(subscription_id)
@@ -1127,7 +1157,19 @@ class EventBus:
             subs = tuple(s for s in self._registry.all() if s.handler_name == handler_name)
         if not subs:
             return False
-        results = self.run_inline(event, subs, report=False)
+        keys = [(event.event_id, sub.subscription_id) for sub in subs]
+        retrying = self._retrying
+        with self._stats_lock:  # a failure of the retry is its caller's to report
+            for key in keys:
+                retrying[key] = retrying.get(key, 0) + 1
+        try:
+            results = self.run_inline(event, subs, report=False)
+        finally:
+            with self._stats_lock:
+                for key in keys:
+                    left = retrying.pop(key, 1) - 1
+                    if left:
+                        retrying[key] = left
         for result in results:
             if result.error is not None:
                 logger.warning(
@@ -1225,6 +1267,8 @@ class EventBus:
         attempts: int,
         duration: float,
     ) -> None:
+        if self._retrying and (event.event_id, sub.subscription_id) in self._retrying:
+            return  # a DLQ retry that went through the lanes: retry_delivery reports it
         with self._stats_lock:
             self._failures += 1
             if timed_out:
