@@ -277,6 +277,41 @@ def test_retry_uses_subscription_name_when_handler_name_missing() -> None:
     assert bus.calls[0][1:] == (None, "mailer")
 
 
+def test_retry_passes_name_and_patterns_to_a_bus_that_takes_them() -> None:
+    dlq = DeadLetterQueue()
+    entry_id = dlq.add(
+        ev(),
+        "handler_error",
+        "boom",
+        handler_name="send_mail",
+        metadata={"subscription_patterns": ["order.*"]},
+        subscription_id="sub_7",
+        subscription_name="mailer",
+    )
+    seen: list[dict[str, Any]] = []
+
+    class NewBus:
+        def retry_delivery(self, event: Event, **hints: Any) -> bool:
+            seen.append(hints)
+            return False
+
+    class TwoKeywordBus(FakeBus):  # the original contract: still called without them
+        pass
+
+    assert dlq.retry(entry_id, NewBus()) is False
+    assert seen == [
+        {
+            "subscription_id": "sub_7",
+            "handler_name": "send_mail",
+            "subscription_name": "mailer",
+            "patterns": ["order.*"],
+        }
+    ]
+    old_bus = TwoKeywordBus([True])
+    assert dlq.retry(entry_id, old_bus) is True
+    assert old_bus.calls[0][1:] == ("sub_7", "send_mail")
+
+
 def test_retry_success_can_keep_the_entry() -> None:
     dlq = DeadLetterQueue()
     entry_id = add(dlq, handler_name="h")

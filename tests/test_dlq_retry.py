@@ -176,3 +176,118 @@ def test_a_retry_queued_behind_busy_lanes_is_not_reported_as_a_new_failure() -> 
     [same] = dlq.get_all()  # no second entry for the retry's failure
     assert same.id == entry.id and same.retry_count == 1
     assert reports == [entry.event.event_id]  # one system.handler_error: the first failure
+
+
+# ------------------------------------------------- which handler, after a restart
+
+
+class Forwarder:
+    """Instances of one class share a handler name: the collision a restart exposes."""
+
+    def __init__(self, target: str, calls: list[tuple[str, str]], fail: bool = False) -> None:
+        self.target, self.calls, self.fail = target, calls, fail
+
+    def __call__(self, e: Event) -> None:
+        self.calls.append((self.target, e.event_type))
+        if self.fail:
+            raise RuntimeError(f"{self.target} is down")
+
+
+def _retry_after_restart(subscribe: Any) -> tuple[bool, list[tuple[str, str]], Any]:
+    """Run 1: ``subscribe(bus, calls, fail=True)``, publish user.created (crm fails),
+    stop. Run 2: a new bus (new subscription ids), the same subscriptions, healthy:
+    retry the entry. Returns the retry's result, the calls of run 2, the entry."""
+    dlq = DeadLetterQueue()
+    first = EventBus(dead_letter_queue=dlq)
+    subscribe(first, [], True)
+    first.emit("user.created", {"u": 1}, wait_for_handlers=True)
+    first.shutdown(5)
+    [entry] = dlq.get_all()
+    calls: list[tuple[str, str]] = []
+    restarted = EventBus(dead_letter_queue=dlq)
+    subscribe(restarted, calls, False)
+    try:
+        ok = dlq.retry(entry.id, restarted)
+    finally:
+        restarted.shutdown(5)
+    return ok, calls, dlq.get(entry.id)
+
+
+def test_after_a_restart_retry_skips_a_same_named_handler_of_another_event_type() -> None:
+    def subscribe(bus: EventBus, calls: list[Any], fail: bool) -> None:
+        bus.subscribe(Forwarder("crm", calls, fail), "user.created")
+        bus.subscribe(Forwarder("billing", calls), "order.paid")
+
+    ok, calls, _ = _retry_after_restart(subscribe)
+    assert ok is True
+    assert calls == [("crm", "user.created")]  # billing (order.paid) was not called
+
+
+def test_after_a_restart_patterns_tell_same_named_handlers_apart() -> None:
+    def subscribe(bus: EventBus, calls: list[Any], fail: bool) -> None:
+        bus.subscribe(Forwarder("audit", calls), "user.*")
+        bus.subscribe(Forwarder("crm", calls, fail), "user.created")
+
+    ok, calls, _ = _retry_after_restart(subscribe)
+    assert ok is True
+    assert calls == [("crm", "user.created")]
+
+
+def test_after_a_restart_an_ambiguous_retry_runs_nothing_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def subscribe(bus: EventBus, calls: list[Any], fail: bool) -> None:
+        bus.subscribe(Forwarder("crm", calls, fail), "user.created")
+        bus.subscribe(Forwarder("mailer", calls), "user.created")
+
+    ok, calls, entry = _retry_after_restart(subscribe)
+    assert ok is False
+    assert calls == []  # neither candidate ran
+    assert entry is not None and entry.retry_count == 1
+    assert "2 live subscriptions could be the one that failed" in caplog.text
+    assert "name=" in caplog.text
+
+
+async def test_after_a_restart_a_named_subscription_is_found_by_its_name() -> None:
+    dlq = DeadLetterQueue()
+    calls: list[tuple[str, str]] = []
+    async with EventBus(dead_letter_queue=dlq) as bus:
+        bus.on("user.created", Forwarder("crm", calls, True), name="crm")
+        bus.on("user.created", Forwarder("mailer", calls), name="mailer")
+        await bus.publish("user.created", {})
+        await bus.drain(5)
+    [entry] = dlq.get_all()
+    assert entry.metadata["subscription_name"] == "crm"
+    assert entry.metadata["subscription_patterns"] == ["user.created"]
+    calls.clear()
+    async with EventBus(dead_letter_queue=dlq) as restarted:
+        restarted.on("user.created", Forwarder("mailer", calls), name="mailer")
+        restarted.on("user.created", Forwarder("crm", calls), name="crm")
+        assert await dlq.aretry(entry.id, restarted) is True
+    assert calls == [("crm", "user.created")]
+
+
+def test_entries_without_the_new_fields_still_load_and_retry() -> None:
+    from aperion_event_bus.dlq import FailedEvent
+
+    calls: list[tuple[str, str]] = []
+    old = {  # a 1.x / early 2.x entry: no subscription_patterns, no name
+        "id": "dlq_old",
+        "event": Event("user.created", {"u": 1}).to_dict(),
+        "reason": "handler_error",
+        "error": "RuntimeError: crm is down",
+        "handler_name": f"{__name__}.Forwarder",
+        "timestamp": 1.0,
+        "retry_count": 0,
+        "metadata": {"subscription_id": "sub_gone"},
+    }
+    dlq = DeadLetterQueue()
+    dlq.backend.put(FailedEvent.from_dict(old))
+    bus = EventBus(dead_letter_queue=dlq)
+    bus.subscribe(Forwarder("crm", calls), "user.created")
+    bus.subscribe(Forwarder("billing", calls), "order.paid")
+    try:
+        assert dlq.retry("dlq_old", bus) is True
+    finally:
+        bus.shutdown(5)
+    assert calls == [("crm", "user.created")]

@@ -24,6 +24,7 @@ from . import _recovery
 from ._accel import speedups
 from ._frozen import freeze_payload
 from ._ids import event_id_at, new_event_id
+from ._retry_target import RetryTarget
 from ._runtime import LoopThread, running_loop
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
 from .context import _correlation_id, _current_event
@@ -1115,13 +1116,19 @@ class EventBus:
         *,
         subscription_id: str | None = None,
         handler_name: str | None = None,
+        subscription_name: str | None = None,
+        patterns: Iterable[str] | None = None,
     ) -> bool:
         """Run only the subscription that failed ``event`` again (used by the DLQ).
 
-        Looks the subscription up by id, else by handler name; True if it succeeded.
-        The failure, if any, is logged but not re-reported (no new DLQ entry, no
-        ``system.handler_error``). It waits for the handler: on a thread running an
-        event loop it raises EventBusError; use ``await bus.aretry_delivery(...)``.
+        The subscription is the live one with ``subscription_id``, else the one with
+        ``subscription_name``, else the one with ``handler_name``, among those that
+        match the event's type (``patterns``, the failed one's, tell several apart);
+        when none or several remain nothing runs and it returns False (a warning
+        says why). True if the handler succeeded. The failure, if any, is
+        logged but not re-reported (no new DLQ entry, no ``system.handler_error``).
+        It waits for the handler: on a thread running an event loop it raises
+        EventBusError; use ``await bus.aretry_delivery(...)`` there.
         """
         if running_loop() is not None:
             raise EventBusError(
@@ -1129,7 +1136,8 @@ class EventBus:
                 "waiting for the handler would block the loop (and never finish on the bus's "
                 "own loop); use `await bus.aretry_delivery(...)` (`await dlq.aretry(...)`)"
             )
-        return self._retry_now(event, subscription_id, handler_name)
+        target = _target(subscription_id, handler_name, subscription_name, patterns)
+        return self._retry_now(event, target)
 
     async def aretry_delivery(
         self,
@@ -1137,24 +1145,20 @@ class EventBus:
         *,
         subscription_id: str | None = None,
         handler_name: str | None = None,
+        subscription_name: str | None = None,
+        patterns: Iterable[str] | None = None,
     ) -> bool:
         """``retry_delivery`` for async code, on any event loop (the bus's own included).
 
         The same lookup and run, in a worker thread that waits for the handler while
         this task awaits it (async handlers still run on the bus loop)."""
+        target = _target(subscription_id, handler_name, subscription_name, patterns)
         self._ensure_loop()  # an unbound bus binds to this loop, not to a thread of its own
-        return await asyncio.to_thread(self._retry_now, event, subscription_id, handler_name)
+        return await asyncio.to_thread(self._retry_now, event, target)
 
-    def _retry_now(
-        self, event: Event, subscription_id: str | None, handler_name: str | None
-    ) -> bool:
+    def _retry_now(self, event: Event, target: RetryTarget) -> bool:
         """The retry itself, on a thread without a running loop."""
-        subs: tuple[Subscription, ...] = ()
-        if subscription_id is not None:
-            sub = self._registry.get(subscription_id)
-            subs = (sub,) if sub is not None else ()
-        if not subs and handler_name is not None:
-            subs = tuple(s for s in self._registry.all() if s.handler_name == handler_name)
+        subs = target.find(self._registry, event)
         if not subs:
             return False
         keys = [(event.event_id, sub.subscription_id) for sub in subs]
@@ -1308,7 +1312,11 @@ class EventBus:
                 reason,
                 f"{type(error).__name__}: {error}",
                 handler_name=sub.handler_name,
-                metadata={"subscription_id": sub.subscription_id, "subscription_name": sub.name},
+                metadata={
+                    "subscription_id": sub.subscription_id,
+                    "subscription_name": sub.name,
+                    "subscription_patterns": sorted(sub.event_types),
+                },
             )
             if self._metrics is not None:
                 self._metrics.update_dlq_size(self.dead_letter_queue.size())
@@ -1519,6 +1527,20 @@ def _checked_redactor(redactor: Any) -> Any:
         f"redactor must be None (the default Redactor) or an object with redact(data) and "
         f"redact_string(text) such as Redactor(...), not {redactor!r}; to turn redaction off "
         "pass Redactor(enabled=False)"
+    )
+
+
+def _target(
+    subscription_id: str | None,
+    handler_name: str | None,
+    subscription_name: str | None,
+    patterns: Iterable[str] | None,
+) -> RetryTarget:
+    return RetryTarget(
+        subscription_id,
+        subscription_name,
+        handler_name,
+        frozenset(patterns) if patterns is not None else None,
     )
 
 

@@ -25,6 +25,7 @@ import builtins
 import dataclasses
 import enum
 import functools
+import inspect
 import io
 import os
 import threading
@@ -594,7 +595,7 @@ class DeadLetterQueue:
             return False
         try:
             try:
-                outcome: Any = deliver(entry.event, **_delivery_hints(entry))
+                outcome: Any = deliver(entry.event, **_delivery_hints(entry, deliver))
             except Exception as exc:
                 outcome = exc
             return self._record_retry(entry, outcome, remove_on_success)
@@ -610,18 +611,23 @@ class DeadLetterQueue:
         worker thread too. Once started, a retry runs to the end and its outcome is
         recorded even if the awaiting task is cancelled.
         """
-        deliver = _aretry_delivery_of(bus)
+        deliver, method = _aretry_delivery_of(bus)
         entry = await self._off_loop(self._claim, entry_id)
         if entry is None:
             return False
-        return await asyncio.shield(self._aretry_claimed(entry, deliver, remove_on_success))
+        hints = _delivery_hints(entry, method)
+        return await asyncio.shield(self._aretry_claimed(entry, deliver, hints, remove_on_success))
 
     async def _aretry_claimed(
-        self, entry: FailedEvent, deliver: Callable[..., Any], remove_on_success: bool
+        self,
+        entry: FailedEvent,
+        deliver: Callable[..., Awaitable[Any]],
+        hints: dict[str, Any],
+        remove_on_success: bool,
     ) -> bool:
         try:
             try:
-                outcome: Any = await deliver(entry.event, **_delivery_hints(entry))
+                outcome: Any = await deliver(entry.event, **hints)
             except Exception as exc:
                 outcome = exc
             return await self._off_loop(self._record_retry, entry, outcome, remove_on_success)
@@ -825,20 +831,41 @@ def _retry_delivery_of(bus: Any) -> Callable[..., Any]:
     return cast(Callable[..., Any], retry_delivery)
 
 
-def _aretry_delivery_of(bus: Any) -> Callable[..., Awaitable[Any]]:
-    """``bus.aretry_delivery``, or its sync ``retry_delivery`` run in a worker thread."""
+def _aretry_delivery_of(bus: Any) -> tuple[Callable[..., Awaitable[Any]], Callable[..., Any]]:
+    """``bus.aretry_delivery``, or its sync ``retry_delivery`` run in a worker thread;
+    and the bus method whose keywords it takes."""
     aretry_delivery = getattr(bus, "aretry_delivery", None)
     if callable(aretry_delivery):
-        return cast(Callable[..., Awaitable[Any]], aretry_delivery)
-    return functools.partial(asyncio.to_thread, _retry_delivery_of(bus))
+        return cast(Callable[..., Awaitable[Any]], aretry_delivery), aretry_delivery
+    retry_delivery = _retry_delivery_of(bus)
+    return functools.partial(asyncio.to_thread, retry_delivery), retry_delivery
 
 
-def _delivery_hints(entry: FailedEvent) -> dict[str, Any]:
-    """What tells the bus which subscription to run again."""
-    return {
-        "subscription_id": entry.metadata.get("subscription_id"),
-        "handler_name": entry.handler_name or entry.metadata.get("subscription_name"),
+def _delivery_hints(entry: FailedEvent, method: Callable[..., Any]) -> dict[str, Any]:
+    """What tells the bus which subscription to run again: always the id and the
+    handler name; the subscription's ``name`` and patterns (recorded by 2.x buses)
+    when the bus's ``method`` takes them (a bus written against the two-keyword
+    contract keeps working)."""
+    meta = entry.metadata
+    hints: dict[str, Any] = {
+        "subscription_id": meta.get("subscription_id"),
+        "handler_name": entry.handler_name or meta.get("subscription_name"),
     }
+    extra = {"subscription_name": meta.get("subscription_name")}
+    patterns = meta.get("subscription_patterns")
+    if isinstance(patterns, list) and all(isinstance(p, str) for p in patterns):
+        extra["patterns"] = patterns
+    extra = {key: value for key, value in extra.items() if value is not None}
+    if extra:
+        try:
+            params = inspect.signature(method).parameters
+        except (TypeError, ValueError):
+            return hints
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        hints.update(
+            (key, value) for key, value in extra.items() if takes_any or key in params
+        )
+    return hints
 
 
 def _export_line(entry: FailedEvent, redactor: Any) -> str:
