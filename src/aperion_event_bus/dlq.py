@@ -745,8 +745,10 @@ class DeadLetterQueue:
         }
         if isinstance(self.backend, JSONLDLQBackend):
             stats["persist_path"] = str(self.backend.path)
-            stats["persist_write_errors"] = self.backend.write_errors
             stats["persist_skipped_lines"] = self.backend.skipped_lines
+        write_errors = getattr(self.backend, "write_errors", None)
+        if isinstance(write_errors, int):  # the JSONL journal, the store
+            stats["persist_write_errors"] = write_errors
         return stats
 
     # -- export ----------------------------------------------------------------
