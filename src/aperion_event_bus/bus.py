@@ -1305,12 +1305,14 @@ class EventBus:
     ) -> None:
         from .dlq import FailureReason
 
+        dlq = self.dead_letter_queue
         reason = FailureReason.HANDLER_TIMEOUT if timed_out else FailureReason.HANDLER_ERROR
+        text = f"{type(error).__name__}: {error}"
         try:
-            self.dead_letter_queue.add(
+            dlq.add(
                 event,
                 reason,
-                f"{type(error).__name__}: {error}",
+                text,
                 handler_name=sub.handler_name,
                 metadata={
                     "subscription_id": sub.subscription_id,
@@ -1318,10 +1320,27 @@ class EventBus:
                     "subscription_patterns": sorted(sub.event_types),
                 },
             )
-            if self._metrics is not None:
-                self._metrics.update_dlq_size(self.dead_letter_queue.size())
         except Exception:
             logger.exception("could not add the failed event %s to the DLQ", event.event_id)
+            return  # a durable delivery stays pending: recover() redelivers it
+        name = self._durable.get(sub.subscription_id)
+        if name is not None and _keeps_entries(dlq):
+            self._mark_dead(event, name, text)
+        if self._metrics is not None:
+            self._metrics.update_dlq_size(dlq.size())
+
+    def _mark_dead(self, event: Event, name: str, error: str) -> None:
+        """The DLQ holds this durable delivery now: take it out of pending (queued after
+        the DLQ entry, never waited for), so recover() does not deliver it again."""
+        assert self.store is not None
+        try:
+            self.store.dead_nowait(event.event_id, name, self._redactor.redact_string(error))
+        except Exception:
+            logger.exception(
+                "could not mark the delivery of %s to %s dead; it stays pending",
+                event.event_id,
+                name,
+            )
 
     def _publish_handler_error(
         self,
@@ -1542,6 +1561,14 @@ def _target(
         handler_name,
         frozenset(patterns) if patterns is not None else None,
     )
+
+
+def _keeps_entries(dlq: Any) -> bool:
+    """False for a DeadLetterQueue in memory only: its entries die with the process, so
+    a durable delivery it holds must stay pending (recover() redelivers it)."""
+    from .dlq import MemoryDLQBackend
+
+    return not isinstance(getattr(dlq, "backend", None), MemoryDLQBackend)
 
 
 def _checked_dlq(dlq: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aperion_event_bus import DeadLetterQueue, Event, EventBus
+from aperion_event_bus import DeadLetterQueue, Event, EventBus, delivery_attempt
 from aperion_event_bus.dlq import FailureReason
 from aperion_event_bus.storage import _ops
 from aperion_event_bus.storage._writer import Op
@@ -162,3 +162,91 @@ async def test_a_put_that_cannot_commit_is_logged_counted_and_dropped(
     assert dlq.get_stats()["persist_write_errors"] == 1
     assert "could not be stored" in caplog.text and entry_id in caplog.text
     store.close()
+
+
+# ------------------------------------------- durable deliveries the DLQ took over
+
+
+async def test_a_dead_lettered_durable_delivery_is_marked_dead_not_redelivered(
+    tmp_path: Path, held_writer: tuple[threading.Event, Any]
+) -> None:
+    gate, hold = held_writer
+    path = tmp_path / "e.db"
+    healthy = False
+    attempts: list[int] = []
+
+    async def billing(e: Event) -> None:
+        attempts.append(delivery_attempt())
+        if not healthy:
+            hold(bus.store)  # the writer is busy while the failure is dead-lettered
+            raise RuntimeError("card declined for jane@example.com")
+
+    bus = EventBus(store=SQLiteStore(path), dead_letter_queue=True)
+    store = bus.store
+    assert store is not None
+    bus.on("order.paid", billing, name="billing", durable=True)
+    await bus.publish("order.paid", {"n": 1})
+    await bus.drain(10)
+    assert not gate.is_set()  # neither the DLQ entry nor the dead mark waited
+    assert store.pending_count("billing") == 1  # not committed yet: still pending
+    gate.set()
+    await store.flush()
+    assert store.pending_count("billing") == 0 and store.dead_count("billing") == 1
+    with sqlite3.connect(path) as conn:
+        [(error,)] = conn.execute("SELECT error FROM dead_deliveries").fetchall()
+    assert "jane@example.com" not in error and "RuntimeError" in error  # redacted
+    assert await bus.recover() == 0 and attempts == [1]
+    [entry] = bus.dead_letter_queue.get_all()
+    healthy = True
+    assert await bus.dead_letter_queue.aretry(entry.id, bus) is True  # no ack needed
+    await store.flush()
+    assert store.pending_count() == 0 and bus.dead_letter_queue.size() == 0
+    await bus.close()
+
+    again = EventBus(store=SQLiteStore(path), dead_letter_queue=True)
+    again.on("order.paid", billing, name="billing", durable=True)
+    assert await again.recover() == 0  # after a restart too
+    assert attempts == [1, 1]
+    await again.close()
+
+
+def test_sync_durable_failures_are_marked_dead_too(tmp_path: Path) -> None:
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db"), dead_letter_queue=True)
+    store = bus.store
+    assert store is not None
+
+    def billing(e: Event) -> None:
+        raise RuntimeError("declined")
+
+    bus.subscribe(billing, "order.paid", name="billing", durable=True)
+    bus.emit("order.paid", {}, wait_for_handlers=True)
+    store.flush_sync()
+    assert store.pending_count("billing") == 0 and store.dead_count("billing") == 1
+    assert bus.recover_sync(5) == 0
+    bus.shutdown(5)
+
+
+@pytest.mark.parametrize("dlq", [None, "memory"], ids=["no DLQ", "DLQ in memory"])
+async def test_without_a_dlq_that_survives_a_restart_the_delivery_stays_pending(
+    tmp_path: Path, dlq: str | None
+) -> None:
+    failures = 0
+
+    async def billing(e: Event) -> None:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("declined")
+
+    bus = EventBus(
+        store=SQLiteStore(tmp_path / "e.db"),
+        dead_letter_queue=DeadLetterQueue() if dlq else None,
+    )
+    store = bus.store
+    assert store is not None
+    bus.on("order.paid", billing, name="billing", durable=True)
+    await bus.publish("order.paid", {})
+    await bus.drain(5)
+    await store.flush()
+    assert store.pending_count("billing") == 1 and store.dead_count() == 0
+    assert await bus.recover() == 1 and failures == 2  # redelivered, as before
+    await bus.close()

@@ -474,6 +474,12 @@ class SQLiteStore:
         """Blocking ``dead``."""
         self._call_sync(_ops.DEAD, (event_id, name, str(error)))
 
+    def dead_nowait(self, event_id: str, name: str, error: str) -> None:
+        """Queue a ``dead`` and return at once (also on a loop thread): it commits in
+        order after what was queued before it, normally with the next group commit
+        (a failure is logged). Until then the delivery is still pending."""
+        self._call_nowait(_ops.DEAD, (event_id, name, str(error)))
+
     nack = dead
     nack_sync = dead_sync
 
