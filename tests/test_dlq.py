@@ -25,7 +25,7 @@ from aperion_event_bus.dlq import (
     JSONLDLQBackend,
     MemoryDLQBackend,
 )
-from aperion_event_bus.errors import ConfigurationError, ValidationError
+from aperion_event_bus.errors import ConfigurationError, EventBusError, ValidationError
 from aperion_event_bus.events import Event
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
@@ -277,6 +277,41 @@ def test_retry_uses_subscription_name_when_handler_name_missing() -> None:
     assert bus.calls[0][1:] == (None, "mailer")
 
 
+def test_retry_passes_name_and_patterns_to_a_bus_that_takes_them() -> None:
+    dlq = DeadLetterQueue()
+    entry_id = dlq.add(
+        ev(),
+        "handler_error",
+        "boom",
+        handler_name="send_mail",
+        metadata={"subscription_patterns": ["order.*"]},
+        subscription_id="sub_7",
+        subscription_name="mailer",
+    )
+    seen: list[dict[str, Any]] = []
+
+    class NewBus:
+        def retry_delivery(self, event: Event, **hints: Any) -> bool:
+            seen.append(hints)
+            return False
+
+    class TwoKeywordBus(FakeBus):  # the original contract: still called without them
+        pass
+
+    assert dlq.retry(entry_id, NewBus()) is False
+    assert seen == [
+        {
+            "subscription_id": "sub_7",
+            "handler_name": "send_mail",
+            "subscription_name": "mailer",
+            "patterns": ["order.*"],
+        }
+    ]
+    old_bus = TwoKeywordBus([True])
+    assert dlq.retry(entry_id, old_bus) is True
+    assert old_bus.calls[0][1:] == ("sub_7", "send_mail")
+
+
 def test_retry_success_can_keep_the_entry() -> None:
     dlq = DeadLetterQueue()
     entry_id = add(dlq, handler_name="h")
@@ -410,6 +445,53 @@ def test_entry_removed_during_retry_is_not_resurrected() -> None:
 
     assert dlq.retry(entry_id, ClearingBus()) is False
     assert dlq.size() == 0
+
+
+async def test_aretry_calls_a_sync_only_bus_in_a_worker_thread() -> None:
+    dlq = DeadLetterQueue()
+    entry_id = add(dlq, handler_name="h", subscription_id="sub_1")
+    threads: list[int] = []
+
+    class ThreadBus(FakeBus):
+        def retry_delivery(self, event: Event, **kwargs: Any) -> bool:  # type: ignore[override]
+            threads.append(threading.get_ident())
+            return super().retry_delivery(event, **kwargs)
+
+    bus = ThreadBus([False, True])
+    assert await dlq.aretry(entry_id, bus) is False
+    entry = dlq.get(entry_id)
+    assert entry is not None and entry.retry_count == 1
+    assert await dlq.aretry(entry_id, bus) is True
+    assert dlq.size() == 0
+    assert [c[1:] for c in bus.calls] == [("sub_1", "h"), ("sub_1", "h")]
+    assert threading.get_ident() not in threads
+
+
+async def test_aretry_awaits_an_async_bus_and_records_what_it_raised(tmp_path: Path) -> None:
+    dlq = DeadLetterQueue(persist_path=tmp_path / "dead.jsonl")
+    entry_id = add(dlq, handler_name="h")
+
+    class AsyncBus:
+        async def aretry_delivery(self, event: Event, **kwargs: Any) -> bool:
+            raise RuntimeError("bus said no")
+
+    assert await dlq.aretry(entry_id, AsyncBus()) is False
+    entry = DeadLetterQueue(persist_path=tmp_path / "dead.jsonl").get(entry_id)
+    assert entry is not None and entry.retry_count == 1
+    assert entry.error == "RuntimeError: bus said no"
+    with pytest.raises(ConfigurationError, match="retry_delivery"):
+        await dlq.aretry(entry_id, object())
+
+
+async def test_sync_retry_refuses_to_block_a_running_loop() -> None:
+    dlq = DeadLetterQueue()
+    entry_id = add(dlq)
+    bus = FakeBus()
+    with pytest.raises(EventBusError, match="aretry"):
+        dlq.retry(entry_id, bus)
+    with pytest.raises(EventBusError, match="aretry_all"):
+        dlq.retry_all(bus)
+    assert bus.calls == []
 
 
 # ---------------------------------------------------------------- persistence

@@ -24,6 +24,7 @@ from . import _recovery
 from ._accel import speedups
 from ._frozen import freeze_payload
 from ._ids import event_id_at, new_event_id
+from ._retry_target import RetryTarget
 from ._runtime import LoopThread, running_loop
 from ._start_recovery import StartRecovery
 from ._wiring import AuditSink, LazyRedactor, MetricsObserver, library_logger
@@ -139,6 +140,8 @@ class EventBus:
         # matched subscriptions (the registry's cached tuple) -> their durable names;
         # cleared whenever _durable changes
         self._names_of: dict[tuple[Subscription, ...], tuple[str, ...]] = {}
+        # (event id, subscription id) -> DLQ retries running now (see _retry_now)
+        self._retrying: dict[tuple[str, str], int] = {}
         self._audit: AuditSink | None = None
         if enable_audit and event_log_path is not None:
             from .storage.audit_log import AuditLogger
@@ -1150,21 +1153,64 @@ class EventBus:
         *,
         subscription_id: str | None = None,
         handler_name: str | None = None,
+        subscription_name: str | None = None,
+        patterns: Iterable[str] | None = None,
     ) -> bool:
         """Run only the subscription that failed ``event`` again (used by the DLQ).
 
-        Looks the subscription up by id, else by handler name; True if it succeeded.
-        The failure, if any, is logged but not re-reported to the DLQ.
+        The subscription is the live one with ``subscription_id``, else the one with
+        ``subscription_name``, else the one with ``handler_name``, among those that
+        match the event's type (``patterns``, the failed one's, tell several apart);
+        when none or several remain nothing runs and it returns False (a warning
+        says why). True if the handler succeeded. The failure, if any, is
+        logged but not re-reported (no new DLQ entry, no ``system.handler_error``).
+        It waits for the handler: on a thread running an event loop it raises
+        EventBusError; use ``await bus.aretry_delivery(...)`` there.
         """
-        subs: tuple[Subscription, ...] = ()
-        if subscription_id is not None:
-            sub = self._registry.get(subscription_id)
-            subs = (sub,) if sub is not None else ()
-        if not subs and handler_name is not None:
-            subs = tuple(s for s in self._registry.all() if s.handler_name == handler_name)
+        if running_loop() is not None:
+            raise EventBusError(
+                "retry_delivery() was called on a thread running an event loop, where "
+                "waiting for the handler would block the loop (and never finish on the bus's "
+                "own loop); use `await bus.aretry_delivery(...)` (`await dlq.aretry(...)`)"
+            )
+        target = _target(subscription_id, handler_name, subscription_name, patterns)
+        return self._retry_now(event, target)
+
+    async def aretry_delivery(
+        self,
+        event: Event,
+        *,
+        subscription_id: str | None = None,
+        handler_name: str | None = None,
+        subscription_name: str | None = None,
+        patterns: Iterable[str] | None = None,
+    ) -> bool:
+        """``retry_delivery`` for async code, on any event loop (the bus's own included).
+
+        The same lookup and run, in a worker thread that waits for the handler while
+        this task awaits it (async handlers still run on the bus loop)."""
+        target = _target(subscription_id, handler_name, subscription_name, patterns)
+        self._ensure_loop()  # an unbound bus binds to this loop, not to a thread of its own
+        return await asyncio.to_thread(self._retry_now, event, target)
+
+    def _retry_now(self, event: Event, target: RetryTarget) -> bool:
+        """The retry itself, on a thread without a running loop."""
+        subs = target.find(self._registry, event)
         if not subs:
             return False
-        results = self.run_inline(event, subs, report=False)
+        keys = [(event.event_id, sub.subscription_id) for sub in subs]
+        retrying = self._retrying
+        with self._stats_lock:  # a failure of the retry is its caller's to report
+            for key in keys:
+                retrying[key] = retrying.get(key, 0) + 1
+        try:
+            results = self.run_inline(event, subs, report=False)
+        finally:
+            with self._stats_lock:
+                for key in keys:
+                    left = retrying.pop(key, 1) - 1
+                    if left:
+                        retrying[key] = left
         for result in results:
             if result.error is not None:
                 logger.warning(
@@ -1262,6 +1308,8 @@ class EventBus:
         attempts: int,
         duration: float,
     ) -> None:
+        if self._retrying and (event.event_id, sub.subscription_id) in self._retrying:
+            return  # a DLQ retry that went through the lanes: retry_delivery reports it
         with self._stats_lock:
             self._failures += 1
             if timed_out:
@@ -1294,19 +1342,42 @@ class EventBus:
     ) -> None:
         from .dlq import FailureReason
 
+        dlq = self.dead_letter_queue
         reason = FailureReason.HANDLER_TIMEOUT if timed_out else FailureReason.HANDLER_ERROR
+        text = f"{type(error).__name__}: {error}"
         try:
-            self.dead_letter_queue.add(
+            dlq.add(
                 event,
                 reason,
-                f"{type(error).__name__}: {error}",
+                text,
                 handler_name=sub.handler_name,
-                metadata={"subscription_id": sub.subscription_id, "subscription_name": sub.name},
+                metadata={
+                    "subscription_id": sub.subscription_id,
+                    "subscription_name": sub.name,
+                    "subscription_patterns": sorted(sub.event_types),
+                },
             )
-            if self._metrics is not None:
-                self._metrics.update_dlq_size(self.dead_letter_queue.size())
         except Exception:
             logger.exception("could not add the failed event %s to the DLQ", event.event_id)
+            return  # a durable delivery stays pending: recover() redelivers it
+        name = self._durable.get(sub.subscription_id)
+        if name is not None and _keeps_entries(dlq):
+            self._mark_dead(event, name, text)
+        if self._metrics is not None:
+            self._metrics.update_dlq_size(dlq.size())
+
+    def _mark_dead(self, event: Event, name: str, error: str) -> None:
+        """The DLQ holds this durable delivery now: take it out of pending (queued after
+        the DLQ entry, never waited for), so recover() does not deliver it again."""
+        assert self.store is not None
+        try:
+            self.store.dead_nowait(event.event_id, name, self._redactor.redact_string(error))
+        except Exception:
+            logger.exception(
+                "could not mark the delivery of %s to %s dead; it stays pending",
+                event.event_id,
+                name,
+            )
 
     def _publish_handler_error(
         self,
@@ -1513,6 +1584,28 @@ def _checked_redactor(redactor: Any) -> Any:
         f"redact_string(text) such as Redactor(...), not {redactor!r}; to turn redaction off "
         "pass Redactor(enabled=False)"
     )
+
+
+def _target(
+    subscription_id: str | None,
+    handler_name: str | None,
+    subscription_name: str | None,
+    patterns: Iterable[str] | None,
+) -> RetryTarget:
+    return RetryTarget(
+        subscription_id,
+        subscription_name,
+        handler_name,
+        frozenset(patterns) if patterns is not None else None,
+    )
+
+
+def _keeps_entries(dlq: Any) -> bool:
+    """False for a DeadLetterQueue in memory only: its entries die with the process, so
+    a durable delivery it holds must stay pending (recover() redelivers it)."""
+    from .dlq import MemoryDLQBackend
+
+    return not isinstance(getattr(dlq, "backend", None), MemoryDLQBackend)
 
 
 def _checked_dlq(dlq: Any) -> Any:

@@ -6,8 +6,11 @@ append-only JSONL file with ``persist_path`` (survives restarts), or any other
 backend implementing the protocol (the SQLite store provides one).
 
 Retry runs only the handler that failed, through the bus's
-``retry_delivery(event, *, subscription_id=None, handler_name=None) -> bool``.
-A retry that fails again returns False and keeps the same entry with
+``retry_delivery(event, *, subscription_id=None, handler_name=None) -> bool``
+(``retry``/``retry_all``, from sync code) or its awaitable twin
+``aretry_delivery`` (``aretry``/``aretry_all``, from async code: waiting for a
+handler on a loop thread would block that loop, so the sync ones refuse to run
+there). A retry that fails again returns False and keeps the same entry with
 ``retry_count`` increased by one; ``retry_all`` skips entries that reached
 ``max_retries``.
 
@@ -17,19 +20,23 @@ JSONL file is created with mode 0600. ``export`` writes redacted JSONL.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import dataclasses
 import enum
+import functools
+import inspect
 import io
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, cast, runtime_checkable
 
 from ._ids import new_id
 from ._json import dumps, loads
+from ._runtime import running_loop
 from ._wiring import library_logger
 from .errors import ConfigurationError, EventBusError, ValidationError
 from .events import Event
@@ -49,6 +56,7 @@ _FILE_MODE = 0o600
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _REPR_LIMIT = 2000
+_T = TypeVar("_T")
 
 
 class FailureReason(enum.StrEnum):
@@ -576,37 +584,110 @@ class DeadLetterQueue:
         when ``remove_on_success`` is False). False: unknown id, a retry of the same
         entry already running, or the handler failed again; then the entry stays,
         with ``retry_count + 1`` and the new error when the bus reports one.
+
+        It waits for the handler, so it cannot be called on a thread running an
+        event loop (it raises EventBusError there): use ``await dlq.aretry(...)``.
         """
-        retry_delivery = getattr(bus, "retry_delivery", None)
-        if not callable(retry_delivery):
-            raise ConfigurationError(
-                f"{type(bus).__name__} has no retry_delivery(event, *, subscription_id, "
-                "handler_name) method; pass an aperion_event_bus EventBus"
-            )
+        _refuse_on_loop("retry(entry_id, bus)", "aretry(entry_id, bus)")
+        deliver = _retry_delivery_of(bus)
+        entry = self._claim(entry_id)
+        if entry is None:
+            return False
+        try:
+            try:
+                outcome: Any = deliver(entry.event, **_delivery_hints(entry, deliver))
+            except Exception as exc:
+                outcome = exc
+            return self._record_retry(entry, outcome, remove_on_success)
+        finally:
+            self._unclaim(entry_id)
+
+    async def aretry(self, entry_id: str, bus: Any, remove_on_success: bool = True) -> bool:
+        """``retry`` for async code, on any event loop (the bus's own included).
+
+        Same semantics and result as ``retry``. It awaits
+        ``bus.aretry_delivery(...)`` (a bus with only ``retry_delivery`` is called in a
+        worker thread); entries kept in a file or the store are read and updated in a
+        worker thread too. Once started, a retry runs to the end and its outcome is
+        recorded even if the awaiting task is cancelled.
+        """
+        deliver, method = _aretry_delivery_of(bus)
+        entry = await self._off_loop(self._claim, entry_id)
+        if entry is None:
+            return False
+        hints = _delivery_hints(entry, method)
+        return await asyncio.shield(self._aretry_claimed(entry, deliver, hints, remove_on_success))
+
+    async def _aretry_claimed(
+        self,
+        entry: FailedEvent,
+        deliver: Callable[..., Awaitable[Any]],
+        hints: dict[str, Any],
+        remove_on_success: bool,
+    ) -> bool:
+        try:
+            try:
+                outcome: Any = await deliver(entry.event, **hints)
+            except Exception as exc:
+                outcome = exc
+            return await self._off_loop(self._record_retry, entry, outcome, remove_on_success)
+        finally:
+            self._unclaim(entry.id)
+
+    def retry_all(
+        self, bus: Any, max_retries: int = 3, remove_on_success: bool = True
+    ) -> dict[str, bool]:
+        """Retry every entry whose ``retry_count`` is below ``max_retries``, oldest first.
+
+        Not on a thread running an event loop (EventBusError): use ``aretry_all``."""
+        _refuse_on_loop("retry_all(bus)", "aretry_all(bus)")
+        return {
+            entry_id: self.retry(entry_id, bus, remove_on_success)
+            for entry_id in self._due(max_retries)
+        }
+
+    async def aretry_all(
+        self, bus: Any, max_retries: int = 3, remove_on_success: bool = True
+    ) -> dict[str, bool]:
+        """``retry_all`` for async code: the entries are retried one after another with
+        ``aretry``."""
+        return {
+            entry_id: await self.aretry(entry_id, bus, remove_on_success)
+            for entry_id in await self._off_loop(self._due, max_retries)
+        }
+
+    def _due(self, max_retries: int) -> list[str]:
+        """Ids of the entries ``retry_all`` retries, oldest first."""
+        entries = self.backend.list()
+        entries.reverse()
+        return [entry.id for entry in entries if entry.retry_count < max_retries]
+
+    def _claim(self, entry_id: str) -> FailedEvent | None:
+        """The entry, marked as being retried; None when unknown or already being retried."""
         with self._lock:
             entry = self.backend.get(entry_id)
             if entry is None or entry_id in self._retrying:
-                return False
+                return None
             self._retrying.add(entry_id)
-        try:
-            subscription_id = entry.metadata.get("subscription_id")
-            handler_name = entry.handler_name or entry.metadata.get("subscription_name")
-            new_error: str | None = None
-            try:
-                outcome = retry_delivery(
-                    entry.event,
-                    subscription_id=subscription_id,
-                    handler_name=handler_name,
-                )
-                ok, new_error = _outcome(outcome)
-            except Exception as exc:
-                ok, new_error = False, f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                current = self.backend.get(entry_id)
-                if current is None:  # removed or cleared meanwhile: nothing to update
-                    return ok
+            return entry
+
+    def _unclaim(self, entry_id: str) -> None:
+        with self._lock:
+            self._retrying.discard(entry_id)
+
+    def _record_retry(self, entry: FailedEvent, outcome: Any, remove_on_success: bool) -> bool:
+        """Apply a retry's outcome (the bus's answer, or the exception it raised) to
+        the entry: removed, or kept with ``retry_count + 1``. Returns success."""
+        new_error: str | None
+        if isinstance(outcome, Exception):
+            ok, new_error = False, f"{type(outcome).__name__}: {outcome}"
+        else:
+            ok, new_error = _outcome(outcome)
+        with self._lock:
+            current = self.backend.get(entry.id)
+            if current is not None:  # else removed or cleared meanwhile: nothing to update
                 if ok and remove_on_success:
-                    self.backend.remove(entry_id)
+                    self.backend.remove(entry.id)
                 else:
                     current.retry_count += 1
                     current.metadata["last_retry"] = time.time()
@@ -614,28 +695,20 @@ class DeadLetterQueue:
                     if not ok:
                         current.error = new_error or current.error
                     self.backend.update(current)
-        finally:
-            with self._lock:
-                self._retrying.discard(entry_id)
         logger.info(
             "DLQ retry of %s (event %s) %s",
-            entry_id,
+            entry.id,
             entry.event.event_id,
             "succeeded" if ok else "failed again",
         )
         return ok
 
-    def retry_all(
-        self, bus: Any, max_retries: int = 3, remove_on_success: bool = True
-    ) -> dict[str, bool]:
-        """Retry every entry whose ``retry_count`` is below ``max_retries``, oldest first."""
-        entries = self.backend.list()
-        entries.reverse()
-        return {
-            entry.id: self.retry(entry.id, bus, remove_on_success)
-            for entry in entries
-            if entry.retry_count < max_retries
-        }
+    async def _off_loop(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run ``func`` in a worker thread unless the entries are only in memory (a
+        file or store backend would make the loop wait for the disk)."""
+        if type(self.backend) is MemoryDLQBackend:
+            return func(*args)
+        return await asyncio.to_thread(func, *args)
 
     # -- housekeeping ----------------------------------------------------------
 
@@ -672,8 +745,10 @@ class DeadLetterQueue:
         }
         if isinstance(self.backend, JSONLDLQBackend):
             stats["persist_path"] = str(self.backend.path)
-            stats["persist_write_errors"] = self.backend.write_errors
             stats["persist_skipped_lines"] = self.backend.skipped_lines
+        write_errors = getattr(self.backend, "write_errors", None)
+        if isinstance(write_errors, int):  # the JSONL journal, the store
+            stats["persist_write_errors"] = write_errors
         return stats
 
     # -- export ----------------------------------------------------------------
@@ -737,6 +812,62 @@ def _outcome(value: Any) -> tuple[bool, str | None]:
             return success, f"{type(error).__name__}: {error}"
         return success, str(error) if error else None
     return bool(value), None
+
+
+def _refuse_on_loop(call: str, instead: str) -> None:
+    if running_loop() is not None:
+        raise EventBusError(
+            f"DeadLetterQueue.{call} was called on a thread running an event loop: it waits "
+            "for the handler, which would block that loop (and never finish when it is the "
+            f"bus's own loop); in async code use `await dlq.{instead}`"
+        )
+
+
+def _retry_delivery_of(bus: Any) -> Callable[..., Any]:
+    retry_delivery = getattr(bus, "retry_delivery", None)
+    if not callable(retry_delivery):
+        raise ConfigurationError(
+            f"{type(bus).__name__} has no retry_delivery(event, *, subscription_id, "
+            "handler_name) method; pass an aperion_event_bus EventBus"
+        )
+    return cast(Callable[..., Any], retry_delivery)
+
+
+def _aretry_delivery_of(bus: Any) -> tuple[Callable[..., Awaitable[Any]], Callable[..., Any]]:
+    """``bus.aretry_delivery``, or its sync ``retry_delivery`` run in a worker thread;
+    and the bus method whose keywords it takes."""
+    aretry_delivery = getattr(bus, "aretry_delivery", None)
+    if callable(aretry_delivery):
+        return cast(Callable[..., Awaitable[Any]], aretry_delivery), aretry_delivery
+    retry_delivery = _retry_delivery_of(bus)
+    return functools.partial(asyncio.to_thread, retry_delivery), retry_delivery
+
+
+def _delivery_hints(entry: FailedEvent, method: Callable[..., Any]) -> dict[str, Any]:
+    """What tells the bus which subscription to run again: always the id and the
+    handler name; the subscription's ``name`` and patterns (recorded by 2.x buses)
+    when the bus's ``method`` takes them (a bus written against the two-keyword
+    contract keeps working)."""
+    meta = entry.metadata
+    hints: dict[str, Any] = {
+        "subscription_id": meta.get("subscription_id"),
+        "handler_name": entry.handler_name or meta.get("subscription_name"),
+    }
+    extra = {"subscription_name": meta.get("subscription_name")}
+    patterns = meta.get("subscription_patterns")
+    if isinstance(patterns, list) and all(isinstance(p, str) for p in patterns):
+        extra["patterns"] = patterns
+    extra = {key: value for key, value in extra.items() if value is not None}
+    if extra:
+        try:
+            params = inspect.signature(method).parameters
+        except (TypeError, ValueError):
+            return hints
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        hints.update(
+            (key, value) for key, value in extra.items() if takes_any or key in params
+        )
+    return hints
 
 
 def _export_line(entry: FailedEvent, redactor: Any) -> str:

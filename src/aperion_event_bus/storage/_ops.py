@@ -28,6 +28,7 @@ __all__ = [
     "DEAD",
     "DLQ_CLEAR",
     "DLQ_CLEAR_OLDER",
+    "DLQ_COUNT",
     "DLQ_PUT",
     "DLQ_REMOVE",
     "DLQ_UPDATE",
@@ -46,6 +47,7 @@ DLQ_UPDATE = "dlq_update"
 DLQ_REMOVE = "dlq_remove"
 DLQ_CLEAR = "dlq_clear"
 DLQ_CLEAR_OLDER = "dlq_clear_older"
+DLQ_COUNT = "dlq_count"
 
 # One name's deliveries by event id: ``name = ?1 AND seq IN (...)`` is a primary-key
 # lookup per id. (A row value ``(name, seq) IN (...)`` uses only the name column of
@@ -278,14 +280,23 @@ def _entry_row(entry: Any) -> tuple[str, float, str, str, str]:
 
 
 def dlq_put(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
-    """Insert or replace; a re-put moves the entry to the newest position."""
+    """Insert or replace; a re-put moves the entry to the newest position. Result: the
+    rows added (1, or 0 when it replaced an entry)."""
+    added: list[Any] = []
     for entry in runs:
         row = _entry_row(entry)
-        conn.execute("DELETE FROM dlq WHERE id = ?", (row[0],))
+        replaced = conn.execute("DELETE FROM dlq WHERE id = ?", (row[0],)).rowcount
         conn.execute(
             "INSERT INTO dlq(id, timestamp, event_type, reason, body) VALUES (?, ?, ?, ?, ?)", row
         )
-    return [None] * len(runs)
+        added.append(1 - replaced)
+    return added
+
+
+def dlq_count(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
+    """The number of entries, read in the writer's order (see ``_dlq``)."""
+    count = int(conn.execute("SELECT COUNT(*) FROM dlq").fetchone()[0])
+    return [count] * len(runs)
 
 
 def dlq_update(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
@@ -324,4 +335,5 @@ HANDLERS = {
     DLQ_REMOVE: dlq_remove,
     DLQ_CLEAR: dlq_clear,
     DLQ_CLEAR_OLDER: dlq_clear_older,
+    DLQ_COUNT: dlq_count,
 }

@@ -51,7 +51,16 @@ from ._errors import StoreClosedError, StoreError
 from ._one_statement import OneStatementCommit, Prepared
 from ._wal import IDLE_SECONDS, WalCheckpointer
 
-__all__ = ["RESUBMIT", "BatchHandler", "GroupCommitWriter", "LoopWaiter", "Op", "SyncWaiter"]
+__all__ = [
+    "RESUBMIT",
+    "BatchHandler",
+    "GroupCommitWriter",
+    "LoopWaiter",
+    "Op",
+    "Settles",
+    "SyncWaiter",
+    "Then",
+]
 
 logger = library_logger("aperion_event_bus.storage")
 
@@ -70,6 +79,15 @@ class LoopWaiter(Protocol):
     def done(self) -> bool: ...
     def set_result(self, result: Any, /) -> None: ...
     def set_exception(self, exception: BaseException, /) -> None: ...
+
+
+class Settles(Protocol):
+    """What an op's ``sync`` must offer: ``settle(result)``, called on the writer thread
+    once the op's transaction committed (its result) or failed (the exception), in
+    the order the ops were committed. ``SyncWaiter`` wakes a waiting thread; an op
+    nobody waits for can pass its own (e.g. to keep a count, or to report a failure)."""
+
+    def settle(self, result: Any, /) -> None: ...
 
 
 class SyncWaiter:
@@ -93,6 +111,26 @@ class SyncWaiter:
         return self.result
 
 
+class Then:
+    """Settle target of an op nobody (or a ``waiter``) waits for: ``callback(result)``
+    runs on the writer thread, in commit order (``result`` is an exception instance
+    when the op failed), then ``waiter`` is woken. A failing callback is logged."""
+
+    __slots__ = ("callback", "waiter")
+
+    def __init__(self, callback: Callable[[Any], None], waiter: SyncWaiter | None = None) -> None:
+        self.callback = callback
+        self.waiter = waiter
+
+    def settle(self, result: Any) -> None:
+        try:
+            self.callback(result)
+        except Exception:
+            logger.exception("event store: a commit callback failed")
+        if self.waiter is not None:
+            self.waiter.settle(result)
+
+
 class Op:
     """One unit of queued work: a kind (handler key), its arguments, and who waits."""
 
@@ -104,7 +142,7 @@ class Op:
         args: Any,
         future: LoopWaiter | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
-        sync: SyncWaiter | None = None,
+        sync: Settles | None = None,
         weight: int = 1,
     ) -> None:
         self.kind = kind

@@ -23,7 +23,7 @@ import functools
 import os
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -40,7 +40,7 @@ from ._one_statement import OneStatementCommit
 from ._replay import EventQuery, decode_page, pending_page
 from ._retention import CompactionJob, CompactionReport, compact_handler
 from ._schema import SCHEMA_VERSION
-from ._writer import BatchHandler, GroupCommitWriter, Op, SyncWaiter
+from ._writer import BatchHandler, GroupCommitWriter, Op, SyncWaiter, Then
 
 __all__ = [
     "CompactionReport",
@@ -157,6 +157,7 @@ class SQLiteStore:
         self._open_batches: dict[asyncio.AbstractEventLoop, CommitBatch] = {}
         self._reader_pool: ReaderPool | None = None
         self._lock = threading.Lock()
+        self._dlq: SQLiteDLQBackend | None = None  # see dlq_backend
         self._closed = False
         #: The schema version the file had when opened (0: created now; None: not opened).
         self.previous_schema_version: int | None = None
@@ -321,13 +322,28 @@ class SQLiteStore:
     async def _call(self, kind: str, args: Any, weight: int = 1) -> Any:
         return await self._submit_async(kind, args, weight)
 
-    def _call_sync(self, kind: str, args: Any, weight: int = 1) -> Any:
+    def _call_sync(
+        self, kind: str, args: Any, weight: int = 1, then: Callable[[Any], None] | None = None
+    ) -> Any:
+        """Queue an op and block until it is committed; ``then(result)`` runs on the
+        writer thread first (see ``Then``)."""
         writer = self._active_writer()
         if threading.get_ident() == writer.thread_ident:
             raise RuntimeError("the store's writer thread cannot wait for its own commit")
         waiter = SyncWaiter()
-        writer.submit(Op(kind, args, sync=waiter, weight=weight))
+        sync = waiter if then is None else Then(then, waiter)
+        writer.submit(Op(kind, args, sync=sync, weight=weight))
         return waiter.wait()
+
+    def _call_nowait(self, kind: str, args: Any, then: Callable[[Any], None] | None = None) -> None:
+        """Queue an op and return at once, from any thread (a loop thread included). It
+        commits in order with what was queued before it (the running loop's open batch
+        of appends too); ``then(result)`` runs on the writer thread once it committed
+        or failed (without ``then`` a failure is logged)."""
+        writer = self._active_writer()
+        if self._open_batches:
+            self._queue_open_batch()
+        writer.submit(Op(kind, args, sync=Then(then) if then is not None else None))
 
     # -- appends -------------------------------------------------------------------
 
@@ -457,6 +473,12 @@ class SQLiteStore:
     def dead_sync(self, event_id: str, name: str, error: str) -> None:
         """Blocking ``dead``."""
         self._call_sync(_ops.DEAD, (event_id, name, str(error)))
+
+    def dead_nowait(self, event_id: str, name: str, error: str) -> None:
+        """Queue a ``dead`` and return at once (also on a loop thread): it commits in
+        order after what was queued before it, normally with the next group commit
+        (a failure is logged). Until then the delivery is still pending."""
+        self._call_nowait(_ops.DEAD, (event_id, name, str(error)))
 
     nack = dead
     nack_sync = dead_sync
@@ -659,9 +681,14 @@ class SQLiteStore:
     # -- DLQ, stats ----------------------------------------------------------------
 
     def dlq_backend(self) -> SQLiteDLQBackend:
-        """A ``DLQBackend`` keeping dead-letter entries in this store."""
+        """The ``DLQBackend`` keeping dead-letter entries in this store (one per store:
+        it keeps the entry count and the entries put without waiting)."""
         self._active_writer()
-        return SQLiteDLQBackend(self)
+        with self._lock:
+            backend = self._dlq
+            if backend is None:
+                backend = self._dlq = SQLiteDLQBackend(self)
+        return backend
 
     def stats(self) -> StoreStats:
         """Writer counters; ``transactions`` grows by one per group commit."""
