@@ -207,6 +207,7 @@ class EventBus:
             else:
                 self._runtime = LoopThread(f"{self.name}-loop")
                 d.bind(self._runtime.loop)
+            self._redactor.warm()  # not on the loop at the first failure or log line
             if self._start_recovery is not None:
                 self._start_recovery.start(d, self._durable_subscriptions())
         return d

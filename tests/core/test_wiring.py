@@ -325,3 +325,51 @@ def test_library_log_records_carry_event_context(caplog: pytest.LogCaptureFixtur
     [record] = [r for r in caplog.records if "boom" in r.getMessage()]
     assert record.correlation_id == "corr-77"
     assert record.event_id == event_id and record.event_type == "ctx.x"
+
+
+def test_the_redaction_engine_loads_off_the_loop_when_the_bus_starts() -> None:
+    """Importing the redaction engine takes ~50 ms; a bus starts it in a thread of
+    its own when it binds its loop, so the first handler failure on that loop does
+    not stall it (it did: ~35-60 ms)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = """
+        import asyncio, sys, threading, time
+        from aperion_event_bus import EventBus
+        ENGINE = "aperion_event_bus.redaction"
+
+        async def main():
+            bus = EventBus()
+            assert ENGINE not in sys.modules  # import and construction stay light
+            importers = []
+            real_import = __builtins__.__import__
+
+            def spy(name, *args, **kwargs):
+                if name.endswith("redaction") or name.endswith("_default"):
+                    importers.append(threading.current_thread().name)
+                return real_import(name, *args, **kwargs)
+
+            __builtins__.__import__ = spy
+            await bus.publish("a.b", {})  # binds the loop: the engine loads elsewhere
+            deadline = time.monotonic() + 10
+            while ENGINE not in sys.modules and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            __builtins__.__import__ = real_import
+            assert ENGINE in sys.modules
+            assert threading.current_thread().name not in importers, importers
+            await bus.close()
+            print("ok")
+
+        asyncio.run(main())
+        """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
