@@ -22,7 +22,12 @@ from aperion_event_bus.storage import SQLiteStore
 
 
 async def run(sync: str, events: int, concurrency: int, rate: float = 0) -> str:
-    path = Path(tempfile.mkdtemp(prefix="aperion-durable-")) / "events.db"
+    """One run on a fresh database in a temporary directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="aperion-durable-") as directory:
+        return await _run(Path(directory) / "events.db", sync, events, concurrency, rate)
+
+
+async def _run(path: Path, sync: str, events: int, concurrency: int, rate: float) -> str:
     bus = EventBus(store=SQLiteStore(path, synchronous=sync))  # type: ignore[arg-type]
     handled = 0
 

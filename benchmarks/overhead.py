@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
+import shutil
 import statistics
 import tempfile
 import time
@@ -162,6 +164,7 @@ Scenario = tuple[str, Callable[[], float], str]  # label, one measured run (even
 def build_scenarios(n: int) -> list[Scenario]:
     """The table's rows, each a function making one measured run of ``n`` events."""
     tmp = Path(tempfile.mkdtemp(prefix="aperion-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # the audit logs written
 
     def audit(redactor: Any = None) -> Callable[[], EventBus]:
         counter = iter(range(1_000_000))

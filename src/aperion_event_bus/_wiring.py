@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -58,23 +57,10 @@ class LazyRedactor:
         return real
 
     def warm(self) -> None:
-        """Build the real redactor now. When that means importing the redaction
-        engine (~50 ms, once per process) it happens in a short-lived thread, so an
-        event loop never pays it at its first handler failure or log line."""
-        if self._real is not None:
-            return
-        if f"{__package__}.redaction._default" in sys.modules:
-            self._get()
-            return
-        threading.Thread(
-            target=self._warm_quietly, name="aperion-redaction-warmup", daemon=True
-        ).start()
-
-    def _warm_quietly(self) -> None:
-        try:
-            self._get()
-        except Exception:  # reported where the redactor is really used
-            pass
+        """Build the real redactor now (importing the redaction engine, ~50 ms once
+        per process): the bus does it when it is created, so that an event loop
+        never pays it at its first handler failure or log line."""
+        self._get()
 
     def redact_string(self, text: str) -> str:
         if self.on_counts is not None:

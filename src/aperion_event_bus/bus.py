@@ -118,6 +118,7 @@ class EventBus:
         self.max_log_files = max_log_files
         self.redactor = _checked_redactor(redactor)
         self._redactor = LazyRedactor(redactor)
+        self._redactor.warm()  # here, not on the event loop at the first failure
         if validate_events and validator is None:
             validator = EventValidator(strict=True)
         self.validator = validator
@@ -207,7 +208,6 @@ class EventBus:
             else:
                 self._runtime = LoopThread(f"{self.name}-loop")
                 d.bind(self._runtime.loop)
-            self._redactor.warm()  # not on the loop at the first failure or log line
             if self._start_recovery is not None:
                 self._start_recovery.start(d, self._durable_subscriptions())
         return d
