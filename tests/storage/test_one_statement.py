@@ -301,8 +301,66 @@ async def test_work_with_acks_of_two_names_does_not_fit_one_statement(tmp_path: 
     assert one.fits(batch, [])
     assert one.fits(batch, [ack_a, ack_a])
     assert not one.fits(batch, [ack_a, ack_b])
-    assert not one.fits(batch, [ack_a, ("attempt", ("id-1", "a"))])
+    attempt_a, attempt_b = ("attempt", ("id-1", "a")), ("attempt", ("id-2", "b"))
+    assert one.fits(batch, [ack_a, attempt_a, ("attempt", ("id-3", "a"))])
+    assert one.fits(batch, [ack_b, attempt_a])  # one name per kind
+    assert not one.fits(batch, [attempt_a, attempt_b])
+    assert not one.fits(batch, [ack_a, ("dead", ("id-1", "a", "boom"))])
     writer._one_statement_took_last = True
     assert writer._split_pipeline(batch, [ack_a])
     assert not writer._split_pipeline(batch, [ack_a, ack_b])
+    await bus.close()
+
+
+@pytest.mark.parametrize("path", ["one statement", "general"])
+async def test_attempts_of_suspending_handlers_are_counted_on_both_paths(
+    tmp_path: Path, path: str
+) -> None:
+    """An async durable handler that suspends records its attempt without waiting
+    (``record_attempt_nowait``); those attempts now ride in the one-statement commit
+    and count exactly as on the general path."""
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
+    writer = _writer(bus)
+    if path == "general":
+        writer._one_statement = None
+
+    @bus.on("order.paid", name="billing", durable=True)
+    async def bill(e: Event) -> None:
+        await asyncio.sleep(0)  # suspends: its attempt is recorded
+        if e.payload["i"] % 3 == 0:
+            raise RuntimeError("declined")  # stays pending with its attempt
+
+    events = await _publish_concurrently(bus, publishers=20, each=30)
+    await bus.drain(10)
+    store = bus.store
+    assert store is not None
+    await store.flush()
+    pending = store.pending_deliveries("billing")
+    assert sorted(e.event_id for e, _ in pending) == sorted(
+        e.event_id for e in events if e.payload["i"] % 3 == 0
+    )
+    assert {attempts for _, attempts in pending} == {1}
+    assert writer.units.get("attempt", 0) == len(events)
+    if path == "one statement":
+        assert writer.one_statement_commits > writer.transactions // 2
+    await bus.close()
+
+
+async def test_a_repeated_attempt_takes_the_general_path(tmp_path: Path) -> None:
+    bus = EventBus(store=SQLiteStore(tmp_path / "e.db"))
+    store = bus.store
+    assert store is not None
+    await store.append_many([Event("order.paid", {"i": i}) for i in range(2)], ["a"])
+    one = _writer(bus)._one_statement
+    (first, _), (second, _) = store.pending_deliveries("a")
+    twice = [("attempt", (first.event_id, "a")), ("attempt", (first.event_id, "a"))]
+    assert one._deferred_params(twice) is None
+    both = [("attempt", (first.event_id, "a")), ("attempt", (second.event_id, "a"))]
+    params = one._deferred_params(both)
+    assert params is not None and params[3] == "a"
+    store.record_attempt_nowait(first.event_id, "a")
+    store.record_attempt_nowait(first.event_id, "a")
+    await bus.publish("order.paid", {"i": 9})  # the commit that carries them
+    await store.flush()
+    assert dict((e.event_id, n) for e, n in store.pending_deliveries("a"))[first.event_id] == 2
     await bus.close()

@@ -237,7 +237,7 @@ class SQLiteStore:
                 timer=self._periodic_compaction if retention else None,
                 timer_interval=self.compact_interval_seconds if retention else None,
                 on_outcome=lambda committed: seqs.commit() if committed else seqs.rollback(),
-                one_statement=OneStatementCommit(conn, seqs, _APPEND_BATCH, _ops.ACK),
+                one_statement=OneStatementCommit(conn, seqs, _APPEND_BATCH, _ops.ACK, _ops.ATTEMPT),
                 pipeline=self.synchronous == "NORMAL",
             )
             self._reader_pool = ReaderPool(self._path)
