@@ -25,7 +25,19 @@ from typing import Any
 
 from .errors import SerializationError
 
-__all__ = ["dumps", "json_default", "loads"]
+__all__ = ["dumps", "json_default", "loads", "storable"]
+
+
+def storable(text: str) -> str:
+    """``text`` with any lone surrogate (not encodable as UTF-8: a handler's error
+    message can hold one) written as its escape ``\\udXXX``; inside a JSON string
+    that is the JSON escape of the same character. Text that encodes is returned as
+    is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def json_default(value: Any) -> Any:

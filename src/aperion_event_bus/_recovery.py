@@ -35,10 +35,7 @@ async def recover(bus: EventBus, store: SQLiteStore) -> int:
     d = bus._ensure_loop()  # the first binding queues the redeliveries on start
     await store.flush()  # acks queued with ack_nowait must not look pending
     total = 0
-    for sub_id, name in list(bus._durable.items()):
-        sub = bus._registry.get(sub_id)
-        if sub is None:
-            continue
+    for sub, name in bus._durable_subscriptions():
         on_start = bus._start_recovery.take(name) if bus._start_recovery else None
         if on_start is not None:  # queued on start already: wait, never queue twice
             count, finished = on_start

@@ -37,7 +37,8 @@ class RetryTarget:
         1. the live subscription with the recorded id (same process: it is the one);
         2. else the live subscriptions with the recorded ``name`` that match the
            event's type;
-        3. else those whose handler name is the recorded one and that match it;
+        3. else those whose handler name is the recorded one, that match it and
+           bear no other name;
         4. several left: those with exactly the recorded patterns, if any.
         Exactly one left is run; none or several: nothing is (logged).
         """
@@ -53,7 +54,13 @@ class RetryTarget:
         if self.subscription_name is not None:
             found = [s for s in live if s.name == self.subscription_name]
         if not found and self.handler_name is not None:
-            found = [s for s in live if s.handler_name == self.handler_name]
+            # a named subscription is another one's only if it bears that name
+            found = [
+                s
+                for s in live
+                if s.handler_name == self.handler_name
+                and (s.name is None or s.name == self.subscription_name)
+            ]
         if len(found) > 1 and self.patterns is not None:
             same = [s for s in found if s.event_types == self.patterns]
             found = same or found

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from contextvars import Context, copy_context
 from typing import TYPE_CHECKING
 
+from ._wiring import library_logger
 from .dispatch import Dispatcher, _Chain
 from .durable import _recovering
 from .events import Event
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from .storage.sqlite import SQLiteStore
 
 __all__ = ["StartRecovery", "queue_redeliveries", "recovering_context"]
+
+logger = library_logger("aperion_event_bus.bus")
 
 
 def recovering_context() -> Context:
@@ -58,33 +61,58 @@ def queue_redeliveries(
 
 
 class StartRecovery:
-    """The redeliveries on start of one bus (see the module doc)."""
+    """The redeliveries on start of one bus (see the module doc). The bus calls
+    ``read`` and then ``queue`` under its bind lock, reading before the loop is
+    visible to other threads (or before a late subscription is registered), so no
+    event appended after the read can be both redelivered and delivered."""
 
     def __init__(self, store: SQLiteStore) -> None:
         self._store = store
         self._started: set[str] = set()  # durable names whose start has passed
-        #: name -> (deliveries queued, resolved once all were handled)
+        #: name -> (deliveries queued, resolved once all were handled); the count
+        #: drops to 0 once ``take`` reported it
         self._running: dict[str, tuple[int, concurrent.futures.Future[None]]] = {}
 
-    def start(self, d: Dispatcher, subscriptions: Iterable[tuple[Subscription, str]]) -> None:
-        """Queue the pending deliveries of each (subscription, durable name) whose
-        start has not passed yet. Call it under the bus's bind lock."""
+    def read(
+        self, subscriptions: Iterable[tuple[Subscription, str]]
+    ) -> list[tuple[Subscription, str, list[Event]]]:
+        """The pending deliveries of each (subscription, name) not started yet. A
+        name whose read fails is logged and left to ``recover()``."""
+        found = []
         for sub, name in subscriptions:
             if name in self._started:
                 continue
-            pending = self._store.pending_deliveries(name)  # raises: retried by recover()
+            try:
+                pending = self._store.pending_deliveries(name)
+            except Exception:
+                logger.exception(
+                    "could not read the pending deliveries of %r at start; "
+                    "`await bus.recover()` redelivers them once the store is readable",
+                    name,
+                )
+                continue
+            found.append((sub, name, [event for event, _ in pending]))
+        return found
+
+    def queue(self, d: Dispatcher, reads: list[tuple[Subscription, str, list[Event]]]) -> None:
+        """Queue what ``read`` found, each name's deliveries in publish order."""
+        for sub, name, events in reads:
             self._started.add(name)
-            if not pending:
+            if not events:
                 continue
             finished: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._running[name] = (len(pending), finished)
+            self._running[name] = (len(events), finished)
             queue_redeliveries(
-                d,
-                sub,
-                [event for event, _ in pending],
-                recovering_context(),
-                functools.partial(finished.set_result, None),
+                d, sub, events, recovering_context(), functools.partial(_resolve_once, finished)
             )
+
+    def reset(self) -> None:
+        """The loop was closed under the bus: what it had queued is lost, so every
+        name starts again on the next loop (and nobody waits for the lost ones)."""
+        for _, finished in self._running.values():
+            _resolve_once(finished)
+        self._running.clear()
+        self._started.clear()
 
     def take(self, name: str) -> tuple[int, concurrent.futures.Future[None]] | None:
         """The redeliveries on start of ``name`` for ``recover`` to wait for: the first
@@ -100,3 +128,8 @@ class StartRecovery:
             del self._running[name]
             return None
         return entry
+
+
+def _resolve_once(finished: concurrent.futures.Future[None]) -> None:
+    if not finished.done():
+        finished.set_result(None)

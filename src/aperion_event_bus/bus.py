@@ -132,6 +132,7 @@ class EventBus:
         self._start_recovery = (
             StartRecovery(self.store) if self.store is not None and recover_on_start else None
         )
+        self._starting = False  # binding: other threads wait (see _ensure_loop)
         if dead_letter_queue is True:  # a DLQ of its own: in the store when there is one
             from .dlq import DeadLetterQueue
 
@@ -192,7 +193,7 @@ class EventBus:
         """Bind to the caller's running loop, or start the bus's own loop thread."""
         d = self._dispatcher
         loop = d.loop
-        if loop is not None and not loop.is_closed():
+        if loop is not None and not self._starting and not loop.is_closed():
             return d
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; create a new EventBus")
@@ -202,20 +203,28 @@ class EventBus:
                 return d
             if loop is not None:
                 self._forget_closed_loop()
-            running = running_loop()
-            if running is not None:
-                d.bind(running)
-            else:
-                self._runtime = LoopThread(f"{self.name}-loop")
-                d.bind(self._runtime.loop)
-            if self._start_recovery is not None:
-                self._start_recovery.start(d, self._durable_subscriptions())
+            start = self._start_recovery
+            # read what is pending before any thread can append (they all come
+            # through here first), queue it before any of them can publish
+            reads = start.read(self._durable_subscriptions()) if start is not None else []
+            self._starting = True
+            try:
+                running = running_loop()
+                if running is not None:
+                    d.bind(running)
+                else:
+                    self._runtime = LoopThread(f"{self.name}-loop")
+                    d.bind(self._runtime.loop)
+                if start is not None:
+                    start.queue(d, reads)
+            finally:
+                self._starting = False
         return d
 
     def _durable_subscriptions(self) -> list[tuple[Subscription, str]]:
         """(subscription, durable name) of every durable subscription now."""
         found = []
-        for sub_id, name in self._durable.items():
+        for sub_id, name in list(self._durable.items()):
             sub = self._registry.get(sub_id)
             if sub is not None:
                 found.append((sub, name))
@@ -226,6 +235,8 @@ class EventBus:
         d = self._dispatcher
         for sub in self._registry.all():
             sub._lane = None
+        if self._start_recovery is not None:
+            self._start_recovery.reset()  # its queued redeliveries are lost with the loop
         lost = d.reset_pending()
         if lost:
             logger.warning(
@@ -341,23 +352,28 @@ class EventBus:
             )
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
-        self._registry.add(sub)
         if durable:
-            self._durable[sub.subscription_id] = options["name"]
-            self._names_of.clear()
-            if self._start_recovery is not None:
-                self._recover_on_subscribe(sub, options["name"])
+            self._add_durable(sub, options["name"])
+        else:
+            self._registry.add(sub)
         return sub
 
-    def _recover_on_subscribe(self, sub: Subscription, name: str) -> None:
-        """A durable name subscribed on a bus already bound to its loop starts now:
-        its pending deliveries are queued ahead of anything published next."""
+    def _add_durable(self, sub: Subscription, name: str) -> None:
+        """Register a durable subscription. On a bus already bound to its loop its
+        start is now: its pending deliveries are read before it is registered (so
+        none published from now on is among them) and queued ahead of anything
+        published to it next."""
         d = self._dispatcher
         with self._bind_lock:
+            if name in self._durable.values():
+                raise ValidationError(f"a durable subscription named {name!r} already exists")
             loop = d.loop
-            if loop is not None and not loop.is_closed():
-                assert self._start_recovery is not None
-                self._start_recovery.start(d, [(sub, name)])
+            start = self._start_recovery
+            if start is not None and loop is not None and not loop.is_closed():
+                start.queue(d, start.read([(sub, name)]))
+            self._registry.add(sub)
+            self._durable[sub.subscription_id] = name
+            self._names_of.clear()
 
     def _durable_handler(self, handler: Callable[..., Any], options: dict[str, Any]) -> Any:
         """Check a durable subscription's options; wrap its handler in the tracking adapter."""

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar, cast, runtime_checkable
 
 from ._ids import new_id
-from ._json import dumps, loads
+from ._json import dumps, loads, storable
 from ._runtime import running_loop
 from ._wiring import library_logger
 from .errors import ConfigurationError, EventBusError, ValidationError
@@ -334,7 +334,7 @@ class JSONLDLQBackend:
     def _append(self, record: dict[str, Any]) -> None:
         """Journal one change; failures are logged and counted (memory stays authoritative)."""
         try:
-            data = (dumps(record) + "\n").encode("utf-8")
+            data = (storable(dumps(record)) + "\n").encode("utf-8")
             fd = self._open()
             view = memoryview(data)
             while view:
@@ -364,7 +364,7 @@ class JSONLDLQBackend:
                 with os.fdopen(fd, "wb", closefd=False) as fh:
                     for entry in entries:
                         line = dumps({"op": "put", "entry": entry.to_dict()})
-                        fh.write(line.encode("utf-8") + b"\n")
+                        fh.write(storable(line).encode("utf-8") + b"\n")
                     fh.flush()
                     os.fsync(fd)
             finally:
@@ -782,11 +782,12 @@ class DeadLetterQueue:
             _restrict_mode(fd)
             with os.fdopen(fd, "wb") as fh:
                 for line in lines:
-                    fh.write(line.encode("utf-8") + b"\n")
+                    fh.write(storable(line).encode("utf-8") + b"\n")
         else:
             out: Any = path_or_file
             binary = _is_binary(out)
             for line in lines:
+                line = storable(line)
                 out.write(line.encode("utf-8") + b"\n" if binary else line + "\n")
             out.flush()
         return len(lines)

@@ -81,6 +81,8 @@ class LRUSeen:
             if event_id in generation:
                 generation.discard(event_id)
                 self._count -= 1
+                if not generation:  # emptied by hits: never walk it again
+                    self._old.remove(generation)
                 return True
         return False
 

@@ -73,3 +73,15 @@ def test_stays_bounded_in_small_generations() -> None:
 def test_maxsize_must_be_positive() -> None:
     with pytest.raises(ValueError, match="maxsize must be >= 1"):
         LRUSeen(0)
+
+
+def test_hits_alone_do_not_pile_up_generations() -> None:
+    seen = LRUSeen(maxsize=20_000)
+    ids = [f"e{i}" for i in range(20_000)]
+    for event_id in ids:
+        seen.add(event_id)
+    for _ in range(30):  # duplicates only: every hit moves an id to the newest
+        for event_id in ids[5:]:
+            assert event_id in seen
+    assert not [g for g in seen._old if not g]  # no emptied generation is kept
+    assert len(seen._old) <= 20_000 // idempotency._GENERATION + 2

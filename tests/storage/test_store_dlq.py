@@ -250,3 +250,30 @@ async def test_without_a_dlq_that_survives_a_restart_the_delivery_stays_pending(
     assert store.pending_count("billing") == 1 and store.dead_count() == 0
     assert await bus.recover() == 1 and failures == 2  # redelivered, as before
     await bus.close()
+
+
+async def test_an_error_text_with_a_lone_surrogate_fails_nothing_else(tmp_path: Path) -> None:
+    """The DLQ entry and the dead mark of a handler error whose message holds a lone
+    surrogate are stored (escaped); the group commit they share with other
+    publishers' appends does not fail."""
+    from aperion_event_bus import EventBus
+
+    bus = EventBus(store=f"sqlite:///{tmp_path / 'e.db'}", dead_letter_queue=True)
+
+    async def fails(event: Any) -> None:
+        raise RuntimeError("bad \ud800 text")
+
+    bus.on("job.*", fails, name="w", durable=True)
+    await bus.publish("job.a", {})
+    others = await asyncio.gather(
+        *(bus.publish("other.thing", {"n": n}) for n in range(5)), return_exceptions=True
+    )
+    assert not [o for o in others if isinstance(o, BaseException)]
+    store = bus.store
+    assert store is not None
+    await store.flush()
+    assert bus.dead_letter_queue.size() == 1
+    assert store.dead_count("w") == 1 and store.pending_count("w") == 0
+    (entry,) = bus.dead_letter_queue.get_all()
+    assert entry.error.startswith("RuntimeError: bad ")
+    await bus.close()

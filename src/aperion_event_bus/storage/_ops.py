@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from .._json import dumps, loads
+from .._json import dumps, loads, storable
 from ._append import append
 
 __all__ = [
@@ -257,7 +257,7 @@ def _attempt_chunk(conn: sqlite3.Connection, chunk: Sequence[tuple[str, str]]) -
 
 def dead(conn: sqlite3.Connection, runs: list[Any]) -> list[Any]:
     """``runs``: ``(event_id, name, error)``; moves pending deliveries to ``dead_deliveries``."""
-    text = dumps([[eid, name, str(error)] for eid, name, error in runs])
+    text = storable(dumps([[eid, name, str(error)] for eid, name, error in runs]))
     conn.execute(_MOVE_TO_DEAD, (time.time(), text))
     _per_name(conn, _DELETE_DELIVERIES, runs)
     return [None] * len(runs)
@@ -275,7 +275,7 @@ def _entry_row(entry: Any) -> tuple[str, float, str, str, str]:
         float(data["timestamp"]),
         str(event.get("event_type", "")),
         str(getattr(reason, "value", reason)),
-        dumps(data),
+        storable(dumps(data)),  # an error message may hold a lone surrogate
     )
 
 

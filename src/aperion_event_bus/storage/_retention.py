@@ -2,9 +2,9 @@
 
 An event that still has an unacknowledged delivery is never deleted unless the
 compaction is forced; then its pending deliveries go too, a warning is logged on
-``aperion_event_bus.storage`` (one per chunk that dropped any, so a compaction cut
-short by ``close()`` or a failed commit has logged every loss it committed) and the
-report counts them. Work is done in chunks of ``CHUNK`` events, one chunk per
+``aperion_event_bus.storage`` (one per chunk that dropped any, logged as the chunk
+runs: a chunk whose commit then fails was logged but lost nothing) and the report
+counts them. Work is done in chunks of ``CHUNK`` events, one chunk per
 writer batch, so a large compaction never holds up appends for long. Appends land between the chunks, so each chunk decides
 again, in its own transaction, which of its events are pending: a forced chunk
 deletes the deliveries of exactly the events it deletes (also those that arrived
