@@ -596,7 +596,7 @@ class EventBus:
             subs = self._registry.match(event)
         else:
             ev, subs = self._prepare(event, payload, source, correlation_id, causation_id)
-            if self.store is not None:  # wait for the commit (see storage._batch)
+            if self.store is not None:  # wait for the commit: CommitBatch.committed inlined
                 self._ensure_loop()  # the redeliveries on start read what is pending first
                 batch, index = self.store.join_commit(ev, self._durable_names(subs))
                 try:
